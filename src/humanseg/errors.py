@@ -1,0 +1,5 @@
+"""The one exception type users see: the CLI prints its message as a single line and exits 2."""
+
+
+class HumanSegError(Exception):
+    """A user-facing error: bad input, bad config, missing file. Its message names what is wrong."""
