@@ -35,11 +35,26 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def _read_palette_indices(path: Path) -> np.ndarray | None:
+    """The class indices of a palette ("P" mode) PNG, PaddleSeg's pseudo-colour label format
+    (OpenCV would expand it to colours); None for any other file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image, dtype=np.uint8) if image.mode == "P" else None
+    except (UnidentifiedImageError, OSError):
+        return None
+
+
 def read_mask(path: str | os.PathLike) -> np.ndarray:
-    """Read a single-channel label PNG as uint8 [H, W]; a multi-channel file is an error."""
+    """Read a single-channel or palette label PNG as uint8 [H, W]; a colour file is an error."""
     path = Path(path)
     if not path.is_file():
         raise HumanSegError(f"{path}: label file not found")
+    palette_indices = _read_palette_indices(path)
+    if palette_indices is not None:
+        return palette_indices
     mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if mask is None:
         raise HumanSegError(f"{path}: not a readable label image (corrupt or unsupported format)")
@@ -70,7 +85,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:

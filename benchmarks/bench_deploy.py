@@ -1,0 +1,274 @@
+"""Deployment benchmark: latency, accuracy against MediaPipe, video flicker and speed, in one run.
+
+    .venv/bin/python benchmarks/bench_deploy.py [--config C --model_path P]
+        [--mediapipe_python .venv-mediapipe/bin/python]      (`make bench-deploy` does both)
+
+1. Per-frame latency at the model's input size, batch 1, 2 threads: PyTorch eager vs onnxruntime
+   (the model exported to ONNX here, in a temporary folder), measured in alternating rounds so
+   both see the same machine load; and MediaPipe's selfie segmenter in its own environment
+   (`bench_mediapipe.py`, a subprocess) in the same run.
+2. mIoU on the same held-out photos for both models: the fixed validation split
+   (`humanseg.data.split`) of ../shared/data/portraits and ../shared/data/ccp, each prediction
+   resized to the photo and thresholded at 0.5.
+3. Video: the flicker measure (mean absolute frame-to-frame change of the person mask) on still
+   scenes made from validation portraits (sensor noise and a 1-pixel camera shake per frame),
+   with and without temporal smoothing; the tracking error on a moving scene (the portrait
+   sliding 3 px per frame) against the shifted label, for no smoothing, the flow-guided smoothing
+   and a plain EMA; and end-to-end frames per second of the video pipeline at 640x480.
+Ratios are measured within this one run; absolute numbers depend on the machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from humanseg.data import build_transforms
+from humanseg.data.split import is_validation
+from humanseg.deploy.compose import Background, person_probability
+from humanseg.deploy.export import export_onnx
+from humanseg.deploy.onnx_runtime import OnnxRuntimeForward
+from humanseg.deploy.smoothing import FlowSmoother, flicker
+from humanseg.deploy.video import write_video
+from humanseg.engine.predict import Predictor
+from humanseg.engine.runtime import load_inference_model
+from humanseg.io import read_image, read_mask
+from humanseg.metrics import SegMetrics
+from humanseg.models.info import config_input_size
+from humanseg.weights import resolve_paths
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+SOURCES = ("portraits", "ccp")
+THREADS = 2
+ROUNDS = 10
+EMA_NEW_WEIGHT = 0.4  # the same share of the new mask as FlowSmoother's default
+VIDEO_SIZE = (480, 640)
+
+
+def validation_pairs(source: str, limit: int | None) -> list[tuple[Path, Path]]:
+    """(image, label) paths of the held-out photos of one data source, sorted by stem."""
+    images = sorted((DATA / source / "images").glob("*.jpg"))
+    pairs = [
+        (image, DATA / source / "masks" / f"{image.stem}.png")
+        for image in images
+        if is_validation(image.stem)
+    ]
+    return pairs[:limit] if limit else pairs
+
+
+def time_rounds(runners: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Per-call seconds of each runner, in `ROUNDS` alternating rounds after a warm-up."""
+    for run in runners.values():
+        for _ in range(10):
+            run()
+    timings: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(ROUNDS):
+        for name, run in runners.items():
+            for _ in range(max(1, repeats // ROUNDS)):
+                start = time.perf_counter()
+                run()
+                timings[name].append(time.perf_counter() - start)
+    return timings
+
+
+def miou_of(predictions: dict[str, np.ndarray], pairs: list[tuple[Path, Path]]) -> float:
+    """mIoU of binary person masks (keyed by stem) against the labels of `pairs`."""
+    metrics = SegMetrics(num_classes=2)
+    for _, label_path in pairs:
+        label = read_mask(label_path)
+        metrics.update(predictions[label_path.stem][None], label[None])
+    return float(metrics.compute()["miou"])
+
+
+def run_mediapipe(python: Path, pairs: list[tuple[Path, Path]], work: Path) -> dict | None:
+    """Run bench_mediapipe.py in its own environment; its report plus the masks it wrote."""
+    if not python.is_file():
+        print(f"MediaPipe skipped: {python} not found (make bench-deploy builds it)")
+        return None
+    listing = work / "mediapipe_images.txt"
+    listing.write_text("\n".join(str(image) for image, _ in pairs) + "\n")
+    out_dir = work / "mediapipe_masks"
+    command = [
+        str(python),
+        str(REPO / "benchmarks" / "bench_mediapipe.py"),
+        "--images",
+        str(listing),
+        "--out_dir",
+        str(out_dir),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        print(f"MediaPipe failed:\n{result.stderr[-2000:]}")
+        return None
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report["masks"] = {
+        p.stem: cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in out_dir.glob("*.png")
+    }
+    return report
+
+
+def still_scene(photo: np.ndarray, count: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """A still camera on `photo`: per frame sensor noise (sigma 3) and a 1-pixel shake."""
+    height, width = photo.shape[:2]
+    for _ in range(count):
+        shake = np.float32([[1, 0, rng.integers(-1, 2)], [0, 1, rng.integers(-1, 2)]])
+        moved = cv2.warpAffine(photo, shake, (width, height), borderMode=cv2.BORDER_REFLECT)
+        yield np.clip(moved + rng.normal(0, 3, moved.shape), 0, 255).astype(np.uint8)
+
+
+def flicker_study(predictor: Predictor, pairs: list[tuple[Path, Path]], frames: int) -> dict:
+    """Flicker on still scenes and tracking error on a moving one, with and without smoothing."""
+    rng = np.random.default_rng(0)
+    soft = {"none": [], "flow": []}
+    hard = {"none": [], "flow": []}
+    for image_path, _ in pairs:
+        smoother = FlowSmoother()
+        raw, smoothed = [], []
+        for frame in still_scene(read_image(image_path), frames, rng):
+            alpha = person_probability(predictor(frame))
+            raw.append(alpha)
+            smoothed.append(smoother(frame, alpha))
+        for name, masks in (("none", raw), ("flow", smoothed)):
+            soft[name].append(flicker(masks))
+            hard[name].append(flicker([mask > 0.5 for mask in masks]))
+    tracking = {"none": [], "flow": [], "ema": []}
+    for image_path, label_path in pairs:
+        photo, label = read_image(image_path), read_mask(label_path).astype(np.float32)
+        height, width = label.shape
+        smoother, ema = FlowSmoother(), None
+        for step in range(frames):
+            shift = np.float32([[1, 0, 3 * step], [0, 1, step]])
+            frame = cv2.warpAffine(photo, shift, (width, height), borderMode=cv2.BORDER_REFLECT)
+            truth = cv2.warpAffine(
+                label,
+                shift,
+                (width, height),
+                flags=cv2.INTER_NEAREST,
+                borderMode=cv2.BORDER_REFLECT,
+            )
+            alpha = person_probability(predictor(frame))
+            ema = alpha if ema is None else EMA_NEW_WEIGHT * alpha + (1 - EMA_NEW_WEIGHT) * ema
+            outputs = {"none": alpha, "flow": smoother(frame, alpha), "ema": ema}
+            for name, output in outputs.items():
+                tracking[name].append(float(np.abs(output - truth).mean()))
+    return {
+        "soft": {k: statistics.fmean(v) for k, v in soft.items()},
+        "binary": {k: statistics.fmean(v) for k, v in hard.items()},
+        "tracking": {k: statistics.fmean(v) for k, v in tracking.items()},
+        "scenes": len(pairs),
+        "frames": frames,
+    }
+
+
+def video_fps(predictor: Predictor, photo: np.ndarray, frames: int, work: Path) -> dict:
+    """End-to-end FPS of the video pipeline (segment, smooth, blur-compose, encode) at 640x480."""
+    height, width = VIDEO_SIZE
+    frame = cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(1)
+    fps = {}
+    for smooth in (False, True):
+        stats = write_video(
+            still_scene(frame, frames, rng),
+            lambda f: person_probability(predictor(f)),
+            Background(blur=True),
+            work / f"video_{smooth}.mp4",
+            fps=25,
+            smooth=smooth,
+            total=frames,
+        )
+        fps["flow" if smooth else "none"] = stats.fps
+    return fps
+
+
+def main() -> None:
+    """Run every part and print one JSON report and a Markdown summary."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", help="default: the packaged model's")
+    parser.add_argument("--model_path", help="default: the packaged model")
+    parser.add_argument("--mediapipe_python", default=str(REPO / ".venv-mediapipe/bin/python"))
+    parser.add_argument("--repeats", type=int, default=200, help="timed calls per backend")
+    parser.add_argument("--limit", type=int, help="at most this many photos per source")
+    parser.add_argument("--frames", type=int, default=30, help="frames per video scene")
+    parser.add_argument("--flicker_scenes", type=int, default=6)
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        sys.exit(f"{DATA}: the real data is needed for the accuracy part")
+    torch.set_num_threads(THREADS)
+    config_path, model_path = resolve_paths(args.config, args.model_path)
+    cfg, model = load_inference_model(config_path, model_path, torch.device("cpu"))
+    input_size = config_input_size(cfg)
+    if input_size is None:
+        sys.exit(f"{config_path}: no Resize target_size to benchmark at")
+    transforms = build_transforms(cfg["val_dataset"]["transforms"]).preprocess
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        onnx_path = work / "model.onnx"
+        export_onnx(model, onnx_path, input_size)
+        onnx_forward = OnnxRuntimeForward(onnx_path, num_threads=THREADS)
+        height, width = input_size
+        frame = torch.randn(1, 3, height, width)
+        frame_np = frame.numpy()
+
+        def torch_call() -> object:
+            with torch.inference_mode():
+                return model(frame)
+
+        timings = time_rounds(
+            {"torch": torch_call, "onnxruntime": lambda: onnx_forward(frame_np)}, args.repeats
+        )
+        latency = {name: 1000 * statistics.median(values) for name, values in timings.items()}
+
+        predictor = Predictor(onnx_forward, transforms, int(model.num_classes))
+        pairs = {source: validation_pairs(source, args.limit) for source in SOURCES}
+        every_pair = [pair for source in SOURCES for pair in pairs[source]]
+        ours, photo_seconds = {}, []
+        for image_path, _ in every_pair:
+            image = read_image(image_path)
+            start = time.perf_counter()
+            ours[image_path.stem] = (person_probability(predictor(image)) > 0.5).astype(np.uint8)
+            photo_seconds.append(time.perf_counter() - start)
+        mediapipe = run_mediapipe(Path(args.mediapipe_python), every_pair, work)
+        accuracy = {"ours": {s: miou_of(ours, pairs[s]) for s in SOURCES}}
+        accuracy["ours"]["all"] = miou_of(ours, every_pair)
+        if mediapipe is not None:
+            masks = mediapipe["masks"]
+            accuracy["mediapipe"] = {s: miou_of(masks, pairs[s]) for s in SOURCES}
+            accuracy["mediapipe"]["all"] = miou_of(masks, every_pair)
+            del mediapipe["masks"]
+        flicker_pairs = pairs["portraits"][: args.flicker_scenes]
+        study = flicker_study(predictor, flicker_pairs, args.frames)
+        fps = video_fps(predictor, read_image(flicker_pairs[0][0]), args.frames * 2, work)
+    report = {
+        "load_average_1min_at_end": os.getloadavg()[0],
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default: active)"),
+        "model": str(model_path),
+        "input_size_hw": list(input_size),
+        "threads": THREADS,
+        "latency_ms_median": latency,
+        "photo_ms_mean_onnxruntime": 1000 * statistics.fmean(photo_seconds),
+        "mediapipe": mediapipe,
+        "miou": accuracy,
+        "photos": {s: len(pairs[s]) for s in SOURCES},
+        "flicker": study,
+        "video_fps": fps,
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""PaddleSeg-style YAML configs: `_base_` inheritance, deep merge, validation naming key and file.
+
+A config file may name one or more `_base_` files (paths relative to itself). Bases are loaded
+first, in order, and the file's own keys are deep-merged over them: mappings merge key by key,
+everything else (lists included) is replaced. A mapping holding `_inherited_: false` replaces its
+base mapping instead of merging (PaddleSeg's switch). Every key remembers the file that set it, so
+a validation error names the key and the file it came from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from humanseg.errors import HumanSegError
+
+BASE_KEY = "_base_"
+INHERIT_KEY = "_inherited_"
+
+# Top-level keys of a PaddleSeg config (model/loss/export/test_config are checked by their users;
+# `save_interval` appears in PaddleSeg's own PP-HumanSeg configs, `to_static_training` is a
+# Paddle compile switch with no meaning here).
+TOP_LEVEL_KEYS = frozenset(
+    {
+        "batch_size",
+        "iters",
+        "train_dataset",
+        "val_dataset",
+        "test_dataset",
+        "optimizer",
+        "lr_scheduler",
+        "learning_rate",
+        "loss",
+        "distill_loss",
+        "model",
+        "export",
+        "test_config",
+        "save_interval",
+        "to_static_training",
+    }
+)
+DATASET_SECTIONS = ("train_dataset", "val_dataset", "test_dataset")
+
+KeyPath = tuple[str | int, ...]
+Source = Callable[[KeyPath], Path]
+
+
+class SpecError(HumanSegError):
+    """A bad key or value at `path` inside a config section; config loading adds the file name."""
+
+    def __init__(self, path: KeyPath, message: str) -> None:
+        """Keep the key path apart from the message so the loader can find the file that set it."""
+        self.path = tuple(path)
+        self.detail = message
+        super().__init__(f"{format_key(self.path)}: {message}")
+
+
+def format_key(path: Iterable[str | int]) -> str:
+    """`('train_dataset', 'transforms', 2, 'prob')` -> `train_dataset.transforms[2].prob`."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "<top level>"
+
+
+def check_keys(spec: Mapping[str, Any], allowed: Iterable[str], path: KeyPath) -> None:
+    """Raise SpecError on the first key of `spec` outside `allowed`, listing what is allowed."""
+    allowed = set(allowed)
+    for key in spec:
+        if key not in allowed:
+            raise SpecError(
+                (*path, key), f"unknown key (allowed here: {', '.join(sorted(map(str, allowed)))})"
+            )
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """One YAML file as a mapping (an empty file is an empty mapping)."""
+    if not path.is_file():
+        raise HumanSegError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise HumanSegError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise HumanSegError(f"{path}: a config must be a YAML mapping, found {type(data).__name__}")
+    return data
+
+
+def _record_origins(
+    value: Any, path: KeyPath, source: Source, origins: dict[KeyPath, Path]
+) -> None:
+    """Note the origin of `path` and of every key and list item below it."""
+    origins[path] = source(path)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _record_origins(item, (*path, key), source, origins)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _record_origins(item, (*path, index), source, origins)
+
+
+def _forget_below(path: KeyPath, origins: dict[KeyPath, Path]) -> None:
+    """Drop the origins of everything strictly below `path` (its value is being replaced)."""
+    depth = len(path)
+    for key in [k for k in origins if len(k) > depth and k[:depth] == path]:
+        del origins[key]
+
+
+def _without_inherit_flags(value: Any) -> Any:
+    """`value` with every `_inherited_` switch removed (it only steers merging)."""
+    if isinstance(value, dict):
+        return {k: _without_inherit_flags(v) for k, v in value.items() if k != INHERIT_KEY}
+    if isinstance(value, list):
+        return [_without_inherit_flags(item) for item in value]
+    return value
+
+
+def _merge(
+    base: dict[str, Any],
+    child: dict[str, Any],
+    source: Source,
+    path: KeyPath,
+    origins: dict[KeyPath, Path],
+) -> dict[str, Any]:
+    """Deep-merge `child` over `base`; `source(key_path)` tells which file set a key of `child`."""
+    merged = dict(base)
+    for key, value in child.items():
+        key_path = (*path, key)
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            inherit = value.get(INHERIT_KEY, True)
+            value = {k: v for k, v in value.items() if k != INHERIT_KEY}
+            if inherit:
+                origins.setdefault(key_path, source(key_path))
+                merged[key] = _merge(merged[key], value, source, key_path, origins)
+                continue
+        value = _without_inherit_flags(value)
+        _forget_below(key_path, origins)
+        _record_origins(value, key_path, source, origins)
+        merged[key] = value
+    return merged
+
+
+def _base_paths(raw: dict[str, Any], path: Path) -> list[Path]:
+    """The `_base_` entry of a file as paths (one string or a list), relative to the file."""
+    bases = raw.get(BASE_KEY, [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise HumanSegError(f"{path}: {BASE_KEY} must be a path or a list of paths")
+    return [(path.parent / base) for base in bases]
+
+
+def _load_tree(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], dict[KeyPath, Path]]:
+    """Load `path` merged over its bases (recursively) and the file each key came from."""
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, resolved))
+        raise HumanSegError(f"{path}: {BASE_KEY} inheritance cycle ({cycle})")
+    raw = _read_yaml(path)
+    merged: dict[str, Any] = {}
+    origins: dict[KeyPath, Path] = {}
+    for base in _base_paths(raw, path):
+        if not base.is_file():
+            raise HumanSegError(f"{path}: {BASE_KEY} file {base} not found")
+        tree, tree_origins = _load_tree(base, (*chain, resolved))
+
+        def from_base(key: KeyPath, found: dict = tree_origins, file: Path = base) -> Path:
+            """The file inside the base's own chain that set `key`."""
+            return _origin(key, found, file)
+
+        merged = _merge(merged, tree, from_base, (), origins)
+    own = {k: v for k, v in raw.items() if k != BASE_KEY}
+    return _merge(merged, own, lambda _key: path, (), origins), origins
+
+
+def _origin(path: KeyPath, origins: Mapping[KeyPath, Path], default: Path) -> Path:
+    """The file that set `path`, or the nearest enclosing key's file."""
+    for depth in range(len(path), 0, -1):
+        if path[:depth] in origins:
+            return origins[path[:depth]]
+    return default
+
+
+def _positive_int(cfg: Mapping[str, Any], key: str) -> None:
+    """`batch_size` and `iters` must be whole numbers above zero when present."""
+    value = cfg.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise SpecError((key,), f"must be a whole number >= 1, got {value!r}")
+
+
+def _engine_error_path(message: str) -> KeyPath:
+    """The key path at the head of an engine builder's message (`optimizer: unknown key(s) x`)."""
+    head, _, tail = message.partition(":")
+    path: KeyPath = tuple(part for part in head.strip().split(".") if part)
+    unknown = re.search(r"unknown key(?:\(s\))?\s+([A-Za-z_]\w*)", tail)
+    return (*path, unknown.group(1)) if unknown else path
+
+
+def _check_optimization(cfg: dict[str, Any]) -> None:
+    """Optimizer and schedule names/keys/values, checked by the builders the engine trains with."""
+    import torch
+
+    from humanseg.engine.optim import build_optimizer, learning_rate_curve
+
+    for section, kinds in (("optimizer", dict), ("lr_scheduler", dict),
+                           ("learning_rate", dict | int | float)):
+        if section in cfg and not isinstance(cfg[section], kinds):
+            raise SpecError((section,), f"must be a mapping, got {cfg[section]!r}")
+    checks = []
+    if "optimizer" in cfg:
+        probe = [torch.nn.Parameter(torch.zeros(1))]
+        checks.append(("optimizer", lambda: build_optimizer(cfg["optimizer"], probe, 0.01)))
+    if "lr_scheduler" in cfg or isinstance(cfg.get("learning_rate"), dict):
+        section = "lr_scheduler" if "lr_scheduler" in cfg else "learning_rate"
+        iters = int(cfg.get("iters") or 1)
+        checks.append((section, lambda: learning_rate_curve(cfg, total_iters=iters)))
+    for section, build in checks:
+        try:
+            build()
+        except (TypeError, ValueError) as error:
+            raise SpecError((section,), f"bad value ({' '.join(str(error).split())})") from None
+
+
+def _check_num_classes(cfg: dict[str, Any]) -> None:
+    """The model and every dataset must agree on `num_classes` (PaddleSeg checks this too)."""
+    found: list[tuple[KeyPath, Any]] = []
+    for section in ("model", *DATASET_SECTIONS):
+        if isinstance(cfg.get(section), dict) and "num_classes" in cfg[section]:
+            found.append(((section, "num_classes"), cfg[section]["num_classes"]))
+    for path, value in found[1:]:
+        if value != found[0][1]:
+            raise SpecError(path, f"{value} differs from {format_key(found[0][0])} {found[0][1]}")
+
+
+def validate_config(cfg: dict[str, Any]) -> None:
+    """Check the top level, datasets, transforms, optimizer and schedule; raise SpecError."""
+    from humanseg.data import check_dataset_spec
+
+    check_keys(cfg, TOP_LEVEL_KEYS, ())
+    _positive_int(cfg, "batch_size")
+    _positive_int(cfg, "iters")
+    _check_num_classes(cfg)
+    for section in DATASET_SECTIONS:
+        if section in cfg:
+            check_dataset_spec(cfg[section], (section,))
+    export = cfg.get("export")
+    if export is not None:
+        if not isinstance(export, dict):
+            raise SpecError(("export",), "must be a mapping with `transforms`")
+        from humanseg.data.transforms import build_transforms
+
+        check_keys(export, {"transforms"}, ("export",))
+        build_transforms(export.get("transforms", []), ("export", "transforms"))
+    _check_optimization(cfg)
+
+
+def load_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a config with its `_base_` chain, deep-merged and validated (see module docstring)."""
+    path = Path(path)
+    cfg, origins = _load_tree(path, ())
+    try:
+        validate_config(cfg)
+    except SpecError as error:
+        raise HumanSegError(f"{_origin(error.path, origins, path)}: {error}") from None
+    except HumanSegError as error:
+        key_path = _engine_error_path(str(error))
+        raise HumanSegError(f"{_origin(key_path, origins, path)}: {error}") from None
+    return cfg

@@ -1,0 +1,220 @@
+"""Segmentation datasets: PaddleSeg list files and image/mask folders, with checked pairs.
+
+Both give samples `(image float32 [3, H, W], label int64 [H, W])` after the transforms. A pair is
+checked when it is loaded (decoding every image at start-up would cost minutes on a large set):
+the image and label must be readable, the same size, and the label values must lie in
+{0 .. num_classes - 1, ignore_index}. Missing files are found at start-up (a cheap stat). A bad
+pair raises HumanSegError naming the file, or, with `skip_bad: true`, is reported once as a warning
+and replaced by the next good index (deterministically, so runs stay reproducible).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from humanseg.errors import HumanSegError
+from humanseg.io import IMAGE_SUFFIXES, read_image, read_mask
+
+Transform = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+Pair = tuple[Path, Path]
+MODES = ("train", "val", "test")
+MASK_SUFFIX = ".png"
+
+
+def check_label(label: np.ndarray, num_classes: int, ignore_index: int, path: Path) -> None:
+    """Every label value must be a class index or the ignore index."""
+    bad = (label >= num_classes) & (label != ignore_index)
+    if bad.any():
+        values = np.unique(label[bad]).tolist()[:5]
+        raise HumanSegError(
+            f"{path}: label values {values} outside 0..{num_classes - 1} "
+            f"and ignore_index {ignore_index}"
+        )
+
+
+def load_pair(
+    image_path: Path, label_path: Path, num_classes: int, ignore_index: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read and check one image (RGB uint8) and its label (uint8), naming the file on failure."""
+    image = read_image(image_path)
+    label = read_mask(label_path)
+    if image.shape[:2] != label.shape:
+        raise HumanSegError(
+            f"{label_path}: label is {label.shape[1]}x{label.shape[0]} (WxH) but its image "
+            f"{image_path} is {image.shape[1]}x{image.shape[0]}"
+        )
+    check_label(label, num_classes, ignore_index, label_path)
+    return image, label
+
+
+class PairDataset(Dataset):
+    """Shared loading, checking, skipping and transforming of (image, label) file pairs."""
+
+    def __init__(
+        self,
+        pairs: Sequence[Pair],
+        num_classes: int,
+        transforms: Transform | None,
+        ignore_index: int,
+        skip_bad: bool,
+        mode: str,
+        origin: str,
+    ) -> None:
+        """Keep the pairs whose files exist (others fail now, or are skipped with a warning)."""
+        if mode not in MODES:
+            raise HumanSegError(f"{origin}: mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise HumanSegError(f"{origin}: num_classes must be an int >= 1, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.transforms = transforms
+        self.skip_bad = skip_bad
+        self.mode = mode
+        self.pairs: list[Pair] = []
+        for image_path, label_path in pairs:
+            missing = next((p for p in (image_path, label_path) if not p.is_file()), None)
+            if missing is None:
+                self.pairs.append((image_path, label_path))
+            elif skip_bad:
+                warnings.warn(f"{missing}: file not found; pair skipped", stacklevel=2)
+            else:
+                raise HumanSegError(f"{missing}: file not found (listed in {origin})")
+        if not self.pairs:
+            raise HumanSegError(f"{origin}: no usable image/label pairs")
+        self.bad: set[int] = set()
+
+    def __len__(self) -> int:
+        """Number of pairs."""
+        return len(self.pairs)
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The checked raw pair at `index`; with skip_bad, the next good one after a bad one."""
+        for offset in range(len(self.pairs)):
+            candidate = (index + offset) % len(self.pairs)
+            if candidate in self.bad:
+                continue
+            try:
+                return load_pair(*self.pairs[candidate], self.num_classes, self.ignore_index)
+            except HumanSegError as error:
+                if not self.skip_bad:
+                    raise
+                self.bad.add(candidate)
+                warnings.warn(f"{error}; skipped (skip_bad)", stacklevel=2)
+        raise HumanSegError(f"every one of the {len(self.pairs)} pairs is bad")
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(image float32 [3, H, W], label int64 [H, W])` after the transforms."""
+        image, label = self.read(index)
+        if self.transforms is None:
+            chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+            return torch.from_numpy(chw), torch.from_numpy(label.astype(np.int64))
+        chw, out_label = self.transforms(image, label)
+        return torch.from_numpy(chw), torch.from_numpy(np.asarray(out_label, dtype=np.int64))
+
+
+def find_listing(list_path: str, dataset_root: Path, what: str = "list file") -> Path:
+    """A list path as written (relative to the working directory, as PaddleSeg), else under root."""
+    for candidate in (Path(list_path), dataset_root / list_path):
+        if candidate.is_file():
+            return candidate
+    raise HumanSegError(f"{list_path}: {what} not found (also looked in {dataset_root})")
+
+
+def read_list_file(list_file: Path, dataset_root: Path, separator: str) -> list[Pair]:
+    """PaddleSeg list lines `image_path<sep>label_path`, relative to dataset_root."""
+    pairs = []
+    lines = list_file.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        items = line.strip().split(separator)
+        if len(items) != 2:
+            raise HumanSegError(
+                f"{list_file}:{number}: expected 'image_path{separator}label_path', got {line!r}"
+            )
+        pairs.append((dataset_root / items[0], dataset_root / items[1]))
+    return pairs
+
+
+class ListDataset(PairDataset):
+    """PaddleSeg `Dataset`: pairs listed in `train_path` / `val_path` / `test_path`."""
+
+    def __init__(
+        self,
+        dataset_root: str,
+        num_classes: int,
+        mode: str = "train",
+        transforms: Transform | None = None,
+        train_path: str | None = None,
+        val_path: str | None = None,
+        test_path: str | None = None,
+        separator: str = " ",
+        ignore_index: int = 255,
+        edge: bool = False,
+        img_channels: int = 3,
+        skip_bad: bool = False,
+    ) -> None:
+        """Read the list file of `mode`; paths inside it are relative to `dataset_root`."""
+        if edge:
+            raise HumanSegError("edge: true (edge labels for edge losses) is not supported")
+        if img_channels != 3:
+            raise HumanSegError(f"img_channels: only 3 (RGB) is supported, got {img_channels}")
+        list_path = {"train": train_path, "val": val_path, "test": test_path}.get(mode)
+        if list_path is None:
+            raise HumanSegError(f"{mode}_path: needed for a Dataset in mode {mode!r}")
+        root = Path(dataset_root)
+        list_file = find_listing(list_path, root)
+        pairs = read_list_file(list_file, root, separator)
+        super().__init__(
+            pairs, num_classes, transforms, ignore_index, skip_bad, mode, str(list_file)
+        )
+
+
+def read_stems_file(path: Path) -> list[str]:
+    """One stem per non-empty line."""
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+class FolderDataset(PairDataset):
+    """`images/` + `masks/` folders matched by stem (mask = stem + .png), optionally a subset."""
+
+    def __init__(
+        self,
+        dataset_root: str,
+        num_classes: int,
+        mode: str = "train",
+        transforms: Transform | None = None,
+        images_dir: str = "images",
+        masks_dir: str = "masks",
+        stems: list[str] | None = None,
+        stems_file: str | None = None,
+        ignore_index: int = 255,
+        skip_bad: bool = False,
+    ) -> None:
+        """Pair every image with its same-stem mask, or only `stems` / the stems in `stems_file`."""
+        root = Path(dataset_root)
+        images, masks = root / images_dir, root / masks_dir
+        for folder in (images, masks):
+            if not folder.is_dir():
+                raise HumanSegError(f"{folder}: folder not found")
+        if stems is not None and stems_file is not None:
+            raise HumanSegError(f"{root}: give stems or stems_file, not both")
+        if stems_file is not None:
+            stems = read_stems_file(find_listing(stems_file, root, "stems file"))
+        by_stem = {
+            p.stem: p for p in sorted(images.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES
+        }
+        if stems is None:
+            stems = sorted(by_stem)
+        pairs = []
+        for stem in stems:
+            image = by_stem.get(str(stem), images / f"{stem}.jpg")
+            pairs.append((image, masks / f"{stem}{MASK_SUFFIX}"))
+        super().__init__(pairs, num_classes, transforms, ignore_index, skip_bad, mode, str(root))
+

@@ -1,0 +1,563 @@
+"""PaddleSeg-named transforms, with PaddleSeg's parameter names and defaults, on albumentations.
+
+A config lists transforms as `{type: Name, **params}`; `build_transforms(specs)` turns the list into
+a `SegTransforms` pipeline. Images stay RGB uint8 through the geometric and colour ops;
+`Normalize` (PaddleSeg default mean = std = 0.5 on [0, 1] pixels) makes them float32. Sizes follow
+PaddleSeg: `target_size` / `crop_size` are `[width, height]` (or one int for a square). Padding
+fills the image with 127.5 and the label with 255 (the ignore index), at the bottom and right.
+
+Randomness: albumentations keeps its own generator, so the pipeline reseeds it from Python's
+`random` on every call; seeding `random` (as the trainer and each DataLoader worker do) makes
+augmentation reproducible.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+
+from humanseg.config import KeyPath, SpecError, check_keys
+
+IM_PAD = (127.5, 127.5, 127.5)
+LABEL_PAD = 255
+INTERPOLATIONS = {
+    "NEAREST": cv2.INTER_NEAREST,
+    "LINEAR": cv2.INTER_LINEAR,
+    "CUBIC": cv2.INTER_CUBIC,
+    "AREA": cv2.INTER_AREA,
+    "LANCZOS4": cv2.INTER_LANCZOS4,
+}
+
+Size = int | Sequence[int]
+
+
+def width_height(size: Size, name: str) -> tuple[int, int]:
+    """PaddleSeg's `[width, height]` (or one int for a square) as a checked (width, height)."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = (size, size)
+    if (
+        not isinstance(size, Sequence)
+        or len(size) != 2
+        or not all(isinstance(v, int) and v > 0 for v in size)
+    ):
+        raise ValueError(f"{name} must be [width, height] of positive ints, got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def fill3(value: float | Sequence[float], name: str) -> tuple[float, float, float]:
+    """A pad value for RGB: one number for every channel, or three."""
+    values = [value] * 3 if isinstance(value, int | float) else list(value)
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3:
+        raise ValueError(f"{name} must be one number or three, got {value!r}")
+    return float(values[0]), float(values[1]), float(values[2])
+
+
+class Rescale(A.DualTransform):
+    """Resize image and label to a size chosen per call (PaddleSeg rounding: round(side * s))."""
+
+    def __init__(self, interpolation: int = cv2.INTER_LINEAR) -> None:
+        """Image interpolation (the label always uses nearest)."""
+        super().__init__(p=1.0)
+        self.interpolation = interpolation
+
+    def scale_for(self, height: int, width: int) -> float:
+        """The factor for an image of this size (subclasses decide)."""
+        raise NotImplementedError
+
+    def size_for(self, height: int, width: int) -> tuple[int, int]:
+        """Output (width, height): both sides times `scale_for`, rounded."""
+        scale = self.scale_for(height, width)
+        return max(1, round(width * scale)), max(1, round(height * scale))
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
+        """Choose the output size from the input size."""
+        height, width = params["shape"][:2]
+        return {"size": self.size_for(height, width)}
+
+    def apply(self, img: np.ndarray, size: tuple[int, int], **params: Any) -> np.ndarray:
+        """Resize the image."""
+        if size == (img.shape[1], img.shape[0]):
+            return img
+        return cv2.resize(img, size, interpolation=self.interpolation)
+
+    def apply_to_mask(self, mask: np.ndarray, size: tuple[int, int], **params: Any) -> np.ndarray:
+        """Resize the label without mixing class values."""
+        if size == (mask.shape[1], mask.shape[0]):
+            return mask
+        return cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+
+
+class StepScale(Rescale):
+    """PaddleSeg ResizeStepScaling: a factor from a stepped grid, or uniform when step is 0."""
+
+    def __init__(self, low: float, high: float, step: float) -> None:
+        """Scale range [low, high] in steps of `step`."""
+        super().__init__()
+        if low > high:
+            raise ValueError(f"min_scale_factor {low} must not exceed max_scale_factor {high}")
+        self.low, self.high, self.step = low, high, step
+
+    def scale_for(self, height: int, width: int) -> float:
+        """One factor from the grid (or the range)."""
+        if self.low == self.high:
+            return self.low
+        if self.step == 0:
+            return self.py_random.uniform(self.low, self.high)
+        steps = int((self.high - self.low) / self.step + 1)
+        return float(self.py_random.choice(np.linspace(self.low, self.high, steps).tolist()))
+
+
+class LongSide(Rescale):
+    """PaddleSeg ResizeByLong: the long side becomes `long_size`."""
+
+    def __init__(self, long_size: int) -> None:
+        """Target length of the long side."""
+        super().__init__()
+        if long_size < 1:
+            raise ValueError(f"long_size must be >= 1, got {long_size}")
+        self.long_size = long_size
+
+    def scale_for(self, height: int, width: int) -> float:
+        """Factor to the target long side."""
+        return self.long_size / max(height, width)
+
+
+class ShortSide(Rescale):
+    """PaddleSeg ResizeByShort: the short side becomes `short_size`, unless that would make the
+    long side exceed `max_size` (then the long side is `max_size`), decided per image."""
+
+    def __init__(self, short_size: int, max_size: float) -> None:
+        """Target short side and the cap on the long side."""
+        super().__init__()
+        if short_size < 1:
+            raise ValueError(f"short_size must be >= 1, got {short_size}")
+        self.short_size, self.max_size = short_size, max_size
+
+    def scale_for(self, height: int, width: int) -> float:
+        """Factor to the target short side, capped by `max_size` on the long side."""
+        short, long = min(height, width), max(height, width)
+        target = self.short_size
+        if target / short * long > self.max_size:
+            target = int(self.max_size / long * short)
+        return target / short
+
+
+class LongSideLimit(Rescale):
+    """PaddleSeg LimitLong: shrink a long side above `max_long`, grow one below `min_long`."""
+
+    def __init__(self, max_long: int | None, min_long: int | None) -> None:
+        """Bounds on the long side (either may be None)."""
+        super().__init__()
+        if max_long is not None and min_long is not None and min_long > max_long:
+            raise ValueError(f"min_long {min_long} must not exceed max_long {max_long}")
+        self.max_long, self.min_long = max_long, min_long
+
+    def scale_for(self, height: int, width: int) -> float:
+        """1 when the long side is within bounds, else the factor to the nearest bound."""
+        long_side = max(height, width)
+        if self.max_long is not None and long_side > self.max_long:
+            return self.max_long / long_side
+        if self.min_long is not None and long_side < self.min_long:
+            return self.min_long / long_side
+        return 1.0
+
+
+class LongSideRange(Rescale):
+    """PaddleSeg ResizeRangeScaling: long side to a uniform random length in [low, high]."""
+
+    def __init__(self, low: int, high: int) -> None:
+        """Range of the long side after resizing."""
+        super().__init__()
+        if low > high:
+            raise ValueError(f"min_value {low} must not exceed max_value {high}")
+        self.low, self.high = low, high
+
+    def scale_for(self, height: int, width: int) -> float:
+        """Factor that brings the long side to the drawn length."""
+        target = self.high
+        if self.low != self.high:
+            target = int(self.py_random.uniform(self.low, self.high) + 0.5)
+        return target / max(height, width)
+
+
+class KeepRatioResize(Rescale):
+    """PaddleSeg Resize with keep_ratio: one factor that fits long side to the target's long side
+    and short to short (whatever the orientation), then sides rounded up to `size_divisor`."""
+
+    def __init__(self, width: int, height: int, size_divisor: int | None, interpolation: int):
+        """Target box, optional divisor and the image interpolation."""
+        super().__init__(interpolation)
+        self.target, self.size_divisor = (width, height), size_divisor
+
+    def scale_for(self, height: int, width: int) -> float:
+        """min(long target / long side, short target / short side)."""
+        return min(max(self.target) / max(height, width), min(self.target) / min(height, width))
+
+    def size_for(self, height: int, width: int) -> tuple[int, int]:
+        """The scaled size, rounded up to the divisor if one is set."""
+        size = super().size_for(height, width)
+        return size if not self.size_divisor else ceil_to(size, self.size_divisor)
+
+
+def ceil_to(size: tuple[int, int], divisor: int) -> tuple[int, int]:
+    """Both sides rounded up to a multiple of `divisor`."""
+    return math.ceil(size[0] / divisor) * divisor, math.ceil(size[1] / divisor) * divisor
+
+
+class CategoryCappedCrop(A.DualTransform):
+    """PaddleSeg RandomPaddingCrop's crop with `category_max_ratio` < 1: up to `loop_times`
+    windows are drawn until no class fills more than that share of the labelled pixels (the
+    last one drawn is kept otherwise). Unlike PaddleSeg 2.8, the image is cropped, not replaced
+    by the label crop."""
+
+    def __init__(self, width: int, height: int, max_ratio: float, ignore: int, tries: int):
+        """Window size and the balance rule."""
+        super().__init__(p=1.0)
+        self.width, self.height = width, height
+        self.max_ratio, self.ignore, self.tries = max_ratio, ignore, tries
+
+    def _window(self, height: int, width: int) -> tuple[int, int]:
+        """A random top-left corner."""
+        top = self.py_random.randint(0, max(height - self.height, 0))
+        return top, self.py_random.randint(0, max(width - self.width, 0))
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
+        """Draw windows until one is balanced enough (or the tries run out)."""
+        height, width = params["shape"][:2]
+        mask = data.get("mask")
+        corner = self._window(height, width)
+        for _ in range(self.tries if mask is not None else 0):
+            top, left = corner
+            window = mask[top : top + self.height, left : left + self.width]
+            values, counts = np.unique(window, return_counts=True)
+            counts = counts[values != self.ignore]
+            if len(counts) > 1 and counts.max() / counts.sum() < self.max_ratio:
+                break
+            corner = self._window(height, width)
+        return {"corner": corner}
+
+    def apply(self, img: np.ndarray, corner: tuple[int, int], **params: Any) -> np.ndarray:
+        """Crop the image."""
+        return img[corner[0] : corner[0] + self.height, corner[1] : corner[1] + self.width]
+
+    def apply_to_mask(self, mask: np.ndarray, corner: tuple[int, int], **params: Any) -> np.ndarray:
+        """Crop the label."""
+        return self.apply(mask, corner)
+
+
+class PadToAspect(A.DualTransform):
+    """PaddleSeg PaddingByAspectRatio: pad bottom or right until width / height = aspect_ratio."""
+
+    def __init__(
+        self, aspect_ratio: float, fill: tuple[float, float, float], fill_mask: int
+    ) -> None:
+        """Target aspect ratio and the pad values."""
+        super().__init__(p=1.0)
+        if aspect_ratio <= 0:
+            raise ValueError(f"aspect_ratio must be > 0, got {aspect_ratio}")
+        self.aspect_ratio, self.fill, self.fill_mask = aspect_ratio, fill, fill_mask
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
+        """Padding at the bottom and right for this image's size."""
+        height, width = params["shape"][:2]
+        if width / height > self.aspect_ratio:
+            return {"pad_bottom": int(width / self.aspect_ratio) - height, "pad_right": 0}
+        return {"pad_bottom": 0, "pad_right": int(height * self.aspect_ratio) - width}
+
+    def apply(self, img: np.ndarray, pad_bottom: int, pad_right: int, **params: Any) -> np.ndarray:
+        """Pad the image with the image fill."""
+        return cv2.copyMakeBorder(
+            img, 0, max(pad_bottom, 0), 0, max(pad_right, 0), cv2.BORDER_CONSTANT, value=self.fill
+        )
+
+    def apply_to_mask(
+        self, mask: np.ndarray, pad_bottom: int, pad_right: int, **params: Any
+    ) -> np.ndarray:
+        """Pad the label with the ignore value."""
+        return cv2.copyMakeBorder(
+            mask, 0, max(pad_bottom, 0), 0, max(pad_right, 0), cv2.BORDER_CONSTANT,
+            value=self.fill_mask,
+        )
+
+
+def _pad_bottom_right(
+    width: int, height: int, fill: tuple[float, float, float], fill_mask: int
+) -> A.PadIfNeeded:
+    """Pad to at least width x height at the bottom and right (PaddleSeg's padding side)."""
+    return A.PadIfNeeded(
+        min_height=height, min_width=width, position="top_left",
+        border_mode=cv2.BORDER_CONSTANT, fill=fill, fill_mask=fill_mask,
+    )
+
+
+# Builders: one per PaddleSeg transform name, with PaddleSeg's parameter names and defaults.
+
+
+def resize(
+    target_size: Size = (512, 512),
+    keep_ratio: bool = False,
+    size_divisor: int | None = None,
+    interp: str = "LINEAR",
+) -> list[A.BasicTransform]:
+    """Resize to `target_size` ([w, h]), or by one factor with `keep_ratio`; sides rounded up
+    to `size_divisor` if set; interp NEAREST/LINEAR/CUBIC/AREA/LANCZOS4 or RANDOM per call."""
+    width, height = width_height(target_size, "target_size")
+    if interp != "RANDOM" and interp not in INTERPOLATIONS:
+        raise ValueError(f"interp must be one of {', '.join(INTERPOLATIONS)} or RANDOM")
+    if size_divisor is not None and (not isinstance(size_divisor, int) or size_divisor < 1):
+        raise ValueError(f"size_divisor must be a positive int, got {size_divisor!r}")
+    codes = list(INTERPOLATIONS.values()) if interp == "RANDOM" else [INTERPOLATIONS[interp]]
+    if keep_ratio:
+        ops = [KeepRatioResize(width, height, size_divisor, code) for code in codes]
+    else:
+        if size_divisor:
+            width, height = ceil_to((width, height), size_divisor)
+        ops = [A.Resize(height=height, width=width, interpolation=code) for code in codes]
+    return ops if len(ops) == 1 else [A.OneOf(ops, p=1.0)]
+
+
+def resize_by_long(long_size: int) -> list[A.BasicTransform]:
+    """Scale so that the long side is `long_size`."""
+    return [LongSide(long_size)]
+
+
+def resize_by_short(short_size: int, max_size: float = 1e10) -> list[A.BasicTransform]:
+    """Scale so that the short side is `short_size`, the long side at most `max_size`."""
+    return [ShortSide(short_size, max_size)]
+
+
+def limit_long(max_long: int | None = None, min_long: int | None = None) -> list[A.BasicTransform]:
+    """Keep the long side within [min_long, max_long] by scaling."""
+    return [LongSideLimit(max_long, min_long)]
+
+
+def resize_range_scaling(min_value: int = 400, max_value: int = 600) -> list[A.BasicTransform]:
+    """Long side to a random length in [min_value, max_value]."""
+    return [LongSideRange(min_value, max_value)]
+
+
+def resize_step_scaling(
+    min_scale_factor: float = 0.75, max_scale_factor: float = 1.25, scale_step_size: float = 0.25
+) -> list[A.BasicTransform]:
+    """Random scale in [min, max] on a grid of `scale_step_size` (uniform if 0)."""
+    return [StepScale(min_scale_factor, max_scale_factor, scale_step_size)]
+
+
+def random_padding_crop(
+    crop_size: Size = (512, 512),
+    im_padding_value: float | Sequence[float] = IM_PAD,
+    label_padding_value: int = LABEL_PAD,
+    category_max_ratio: float = 1.0,
+    ignore_index: int = LABEL_PAD,
+    loop_times: int = 10,
+) -> list[A.BasicTransform]:
+    """Pad bottom/right up to `crop_size` ([w, h]) if smaller, then crop it at random; with
+    `category_max_ratio` < 1, prefer windows where no class dominates (see CategoryCappedCrop)."""
+    width, height = width_height(crop_size, "crop_size")
+    if category_max_ratio <= 0 or loop_times < 1:
+        raise ValueError("category_max_ratio must be > 0 and loop_times >= 1")
+    fill = fill3(im_padding_value, "im_padding_value")
+    crop: A.BasicTransform = A.RandomCrop(height=height, width=width)
+    if category_max_ratio < 1.0:
+        crop = CategoryCappedCrop(width, height, category_max_ratio, ignore_index, loop_times)
+    return [_pad_bottom_right(width, height, fill, label_padding_value), crop]
+
+
+def padding(
+    target_size: Size,
+    im_padding_value: float | Sequence[float] = IM_PAD,
+    label_padding_value: int = LABEL_PAD,
+) -> list[A.BasicTransform]:
+    """Pad bottom/right up to `target_size` ([w, h])."""
+    width, height = width_height(target_size, "target_size")
+    fill = fill3(im_padding_value, "im_padding_value")
+    return [_pad_bottom_right(width, height, fill, label_padding_value)]
+
+
+def padding_by_aspect_ratio(
+    aspect_ratio: float = 1.0,
+    im_padding_value: float | Sequence[float] = IM_PAD,
+    label_padding_value: int = LABEL_PAD,
+) -> list[A.BasicTransform]:
+    """Pad bottom or right to width / height = aspect_ratio."""
+    fill = fill3(im_padding_value, "im_padding_value")
+    return [PadToAspect(float(aspect_ratio), fill, label_padding_value)]
+
+
+def random_horizontal_flip(prob: float = 0.5) -> list[A.BasicTransform]:
+    """Mirror left-right with probability `prob`."""
+    return [A.HorizontalFlip(p=prob)]
+
+
+def random_vertical_flip(prob: float = 0.1) -> list[A.BasicTransform]:
+    """Flip upside down with probability `prob`."""
+    return [A.VerticalFlip(p=prob)]
+
+
+def random_rotation(
+    max_rotation: float = 15,
+    im_padding_value: float | Sequence[float] = IM_PAD,
+    label_padding_value: int = LABEL_PAD,
+) -> list[A.BasicTransform]:
+    """Rotate by a uniform angle in [-max, max], growing the canvas to keep every pixel."""
+    return [
+        A.Affine(
+            rotate=(-max_rotation, max_rotation), fit_output=True, border_mode=cv2.BORDER_CONSTANT,
+            fill=fill3(im_padding_value, "im_padding_value"), fill_mask=label_padding_value,
+            p=1.0 if max_rotation > 0 else 0.0,
+        )
+    ]
+
+
+def _blur(kind: str, size: int, weight: float) -> A.BasicTransform:
+    """One blur of a fixed odd kernel size (`weight` is its share inside a OneOf)."""
+    if kind == "gaussian":
+        sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8  # what cv2.GaussianBlur uses for sigma 0
+        return A.GaussianBlur(blur_limit=(size, size), sigma_limit=(sigma, sigma), p=weight)
+    if kind == "median":
+        return A.MedianBlur(blur_limit=(size, size), p=weight)
+    if kind == "blur":
+        return A.Blur(blur_limit=(size, size), p=weight)
+    shares = {"gaussian": 0.3, "median": 0.3, "blur": 0.4}  # PaddleSeg's "random" blur
+    return A.OneOf([_blur(name, size, share) for name, share in shares.items()], p=weight)
+
+
+def random_blur(prob: float = 0.1, blur_type: str = "gaussian") -> list[A.BasicTransform]:
+    """Blur with probability `prob` (gaussian, median, blur = box, or random among them), kernel
+    3/5/7/9 weighted 1:2:2:2 as PaddleSeg's odd-rounded draw from 3..9."""
+    if blur_type not in ("gaussian", "median", "blur", "random"):
+        raise ValueError(f"blur_type must be gaussian, median, blur or random, got {blur_type!r}")
+    kernels = {3: 0.5, 5: 1.0, 7: 1.0, 9: 1.0}  # OneOf normalises these weights
+    ops = [_blur(blur_type, size, weight) for size, weight in kernels.items()]
+    return [A.OneOf(ops, p=min(max(prob, 0.0), 1.0))]
+
+
+def random_noise(prob: float = 0.5, max_sigma: float = 10.0) -> list[A.BasicTransform]:
+    """Add Gaussian noise of a random sigma in [0, max_sigma] (pixel units) with `prob`."""
+    if max_sigma < 0:
+        raise ValueError(f"max_sigma must be >= 0, got {max_sigma}")
+    return [A.GaussNoise(std_range=(0.0, min(max_sigma / 255.0, 1.0)), p=prob)]
+
+
+def random_distort(
+    brightness_range: float = 0.5,
+    brightness_prob: float = 0.5,
+    contrast_range: float = 0.5,
+    contrast_prob: float = 0.5,
+    saturation_range: float = 0.5,
+    saturation_prob: float = 0.5,
+    hue_range: float = 18,
+    hue_prob: float = 0.5,
+    sharpness_range: float = 0.5,
+    sharpness_prob: float = 0.0,
+) -> list[A.BasicTransform]:
+    """Brightness, contrast, saturation, hue (in 1/256 turns) and sharpness, each with its own
+    probability, in random order: PaddleSeg's factors in [1 - range, 1 + range]."""
+
+    def jitter(**factor: float) -> dict[str, float]:
+        """ColorJitter arguments that change only the named property."""
+        neutral = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0}
+        return neutral | factor
+
+    ops: list[A.BasicTransform] = [
+        A.ColorJitter(**jitter(brightness=brightness_range), p=brightness_prob),
+        A.ColorJitter(**jitter(contrast=contrast_range), p=contrast_prob),
+        A.ColorJitter(**jitter(saturation=saturation_range), p=saturation_prob),
+        A.ColorJitter(**jitter(hue=hue_range / 256), p=hue_prob),
+    ]
+    if sharpness_prob > 0:
+        ops.append(A.Sharpen(alpha=(0.0, min(sharpness_range, 1.0)), p=sharpness_prob))
+    return [A.SomeOf(ops, n=len(ops), replace=False, p=1.0)]
+
+
+def normalize(
+    mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5)
+) -> list[A.BasicTransform]:
+    """(pixel / 255 - mean) / std per channel (one value or three), as float32."""
+    mean3, std3 = fill3(mean, "mean"), fill3(std, "std")
+    if any(value == 0 for value in std3):
+        raise ValueError(f"std must be non-zero, got {std}")
+    return [A.Normalize(mean=mean3, std=std3, max_pixel_value=255.0)]
+
+
+TRANSFORMS: dict[str, Callable[..., list[A.BasicTransform]]] = {
+    "Resize": resize,
+    "ResizeByLong": resize_by_long,
+    "ResizeByShort": resize_by_short,
+    "LimitLong": limit_long,
+    "ResizeRangeScaling": resize_range_scaling,
+    "ResizeStepScaling": resize_step_scaling,
+    "RandomPaddingCrop": random_padding_crop,
+    "Padding": padding,
+    "PaddingByAspectRatio": padding_by_aspect_ratio,
+    "RandomHorizontalFlip": random_horizontal_flip,
+    "RandomVerticalFlip": random_vertical_flip,
+    "RandomRotation": random_rotation,
+    "RandomBlur": random_blur,
+    "RandomNoise": random_noise,
+    "RandomDistort": random_distort,
+    "Normalize": normalize,
+}
+
+
+class SegTransforms:
+    """A built pipeline: `(image RGB uint8 HxWx3, label HxW | None) -> (CHW float32, HW int64)`."""
+
+    def __init__(self, ops: list[A.BasicTransform]) -> None:
+        """Compose the ops (already built from specs)."""
+        self.pipeline = A.Compose(ops)
+
+    def __call__(
+        self, image: np.ndarray, label: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Transform an image and its label together; the label may be None (inference)."""
+        self.pipeline.set_random_seed(random.getrandbits(32))
+        if label is None:
+            out = self.pipeline(image=image)
+        else:
+            out = self.pipeline(image=image, mask=label)
+        chw = np.ascontiguousarray(out["image"].transpose(2, 0, 1), dtype=np.float32)
+        return chw, None if label is None else out["mask"].astype(np.int64)
+
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        """Inference preprocessing: RGB uint8 HxWx3 -> normalised CHW float32."""
+        return self(image)[0]
+
+
+def _build_ops(specs: Any, path: KeyPath) -> list[A.BasicTransform]:
+    """Build every spec, turning a bad type, key or value into a SpecError at its key path."""
+    if not isinstance(specs, list):
+        raise SpecError(path, f"must be a list of {{type: Name, ...}} entries, got {specs!r}")
+    ops: list[A.BasicTransform] = []
+    for index, spec in enumerate(specs):
+        where = (*path, index)
+        if not isinstance(spec, dict) or "type" not in spec:
+            raise SpecError(where, f"must be a mapping with a `type`, got {spec!r}")
+        builder = TRANSFORMS.get(spec["type"])
+        if builder is None:
+            raise SpecError(
+                (*where, "type"),
+                f"unknown transform {spec['type']!r} (known: {', '.join(sorted(TRANSFORMS))})",
+            )
+        check_keys(spec, {"type", *inspect.signature(builder).parameters}, where)
+        params = {k: v for k, v in spec.items() if k != "type"}
+        try:
+            ops += builder(**params)
+        except (TypeError, ValueError) as error:
+            message = " ".join(str(error).split())
+            raise SpecError(where, f"bad {spec['type']} parameters: {message}") from None
+    return ops
+
+
+def build_transforms(specs: Any, path: KeyPath = ("transforms",)) -> SegTransforms:
+    """The pipeline for a config's transforms list; building it also validates it (cheaply)."""
+    return SegTransforms(_build_ops(specs, path))

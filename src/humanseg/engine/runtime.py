@@ -1,0 +1,71 @@
+"""Device, precision and model loading shared by train, val and predict."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from humanseg.errors import HumanSegError
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def resolve_device(name: str) -> torch.device:
+    """`cpu` or `cuda`, with a clear error when CUDA is asked for and absent."""
+    if name not in ("cpu", "cuda"):
+        raise HumanSegError(f"--device: expected cpu or cuda, got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise HumanSegError("--device cuda: no CUDA device is available (use --device cpu)")
+    return torch.device(name)
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """fp16 needs CUDA (autocast + GradScaler); bf16 and fp32 run anywhere."""
+    if precision not in PRECISIONS:
+        raise HumanSegError(f"--precision: expected one of {', '.join(PRECISIONS)}, "
+                            f"got {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise HumanSegError("--precision fp16 needs --device cuda; use bf16 on the CPU")
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, precision: str) -> Iterator[None]:
+    """Mixed-precision autocast for fp16/bf16, nothing for fp32."""
+    if precision == "fp32":
+        yield
+        return
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    with torch.autocast(device_type=device.type, dtype=dtype):
+        yield
+
+
+def load_inference_model(
+    config_path: str | os.PathLike, model_path: str | os.PathLike, device: torch.device
+) -> tuple[dict[str, Any], torch.nn.Module]:
+    """Load a config and its trained weights; the model is in eval mode on `device`."""
+    from humanseg.config import load_config
+    from humanseg.models import build_model, load_model_file
+
+    cfg = load_config(config_path)
+    if "model" not in cfg:
+        raise HumanSegError(f"{config_path}: config has no model section")
+    model = build_model(cfg["model"])
+    model_path = Path(model_path)
+    if model_path.is_dir():
+        model_path = model_path / "model.pt"
+    load_model_file(model, model_path)
+    return cfg, model.to(device).eval()
+
+
+def check_num_classes(cfg: dict[str, Any], section: str, model: torch.nn.Module) -> int:
+    """The model's class count, checked against the dataset section's `num_classes` if given."""
+    expected = (cfg.get(section) or {}).get("num_classes")
+    if expected is not None and int(expected) != model.num_classes:
+        raise HumanSegError(f"{section}.num_classes is {expected} but the model predicts "
+                            f"{model.num_classes} classes")
+    return int(model.num_classes)

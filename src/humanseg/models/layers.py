@@ -1,0 +1,82 @@
+"""Building blocks shared by the networks: conv-BN(-ReLU) units and the input-size check."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from humanseg.errors import HumanSegError
+
+
+class ConvBN(nn.Module):
+    """Conv2d + BatchNorm2d (+ ReLU): PaddleSeg's ConvBN / ConvBNReLU, named `conv` and `bn`.
+
+    `pad_end=True` reproduces Paddle's `padding='same'` for a stride-2 3x3 conv on an even-sized
+    input: no padding before, one row/column after (PyTorch's symmetric padding would shift the
+    sampling grid by one pixel). BatchNorm keeps PyTorch's defaults, eps=1e-5 and momentum=0.1,
+    which is Paddle's momentum=0.9 (running = 0.9 * running + 0.1 * batch).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int | None = None,
+        groups: int = 1,
+        relu: bool = True,
+        bias: bool = False,
+        pad_end: bool = False,
+    ) -> None:
+        super().__init__()
+        if padding is None:
+            padding = 0 if pad_end else kernel_size // 2
+        self.pad_end = pad_end
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias
+        )
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """conv -> bn (-> relu)."""
+        if self.pad_end:
+            x = F.pad(x, (0, 1, 0, 1))
+        x = self.bn(self.conv(x))
+        return F.relu(x) if self.relu else x
+
+
+def check_input(x: torch.Tensor, in_channels: int, size_divisor: int, model_name: str) -> None:
+    """Raise HumanSegError unless `x` is [N, in_channels, H, W], sides multiples of the divisor.
+
+    Skipped while tracing or exporting, where sizes may be symbolic and the check would only add
+    guards to the graph; eager calls (training, evaluation, prediction) are always checked.
+    """
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return
+    if x.dim() != 4 or x.shape[1] != in_channels:
+        raise HumanSegError(
+            f"{model_name}: expected input [N, {in_channels}, H, W], got {list(x.shape)}"
+        )
+    height, width = int(x.shape[2]), int(x.shape[3])
+    if height % size_divisor or width % size_divisor:
+        fit_height = -(-height // size_divisor) * size_divisor
+        fit_width = -(-width // size_divisor) * size_divisor
+        raise HumanSegError(
+            f"{model_name}: input size {height}x{width} (HxW) is not a multiple of "
+            f"{size_divisor}; resize or pad it, e.g. to {fit_height}x{fit_width}"
+        )
+
+
+def init_like_paddleseg(model: nn.Module) -> None:
+    """PaddleSeg's initialisation: conv weights N(0, 0.001), conv biases 0, BN weight 1, bias 0."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.normal_(module.weight, std=0.001)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)

@@ -1,0 +1,104 @@
+"""PP-HumanSeg-Lite (the paper's ConnectNet): PaddleSeg's `PPHumanSegLite`, layer for layer.
+
+A stride-2 stem, a 1/2-resolution shortcut, two ShuffleNetV2-style stages (1/8 and 1/16), and a
+depthwise-separable decoder that joins the shortcut. Padding is symmetric everywhere and the
+decoder resizes to the shortcut's size, so every input size works exactly as in PaddleSeg: the
+model's `size_divisor` is 1. As in PaddleSeg, the classifier ends with BN + ReLU, so logits are
+non-negative.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from humanseg.models.layers import ConvBN, check_input, init_like_paddleseg
+
+
+class SeparableConvBN(nn.Module):
+    """Depthwise 3x3 conv-BN followed by pointwise 1x1 conv-BN-ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.depthwise = ConvBN(in_channels, in_channels, 3, stride, groups=in_channels, relu=False)
+        self.pointwise = ConvBN(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """depthwise -> pointwise."""
+        return self.pointwise(self.depthwise(x))
+
+
+class ShuffleBlock(nn.Module):
+    """ShuffleNetV2 unit: split (or downsample) into two halves, transform one, concat, shuffle.
+
+    Stride 1 keeps the channels; stride 2 halves the resolution and outputs `out_channels`
+    (default: twice the input). PaddleSeg also builds a downsampling branch in stride-1 units that
+    its forward never uses; it is left out here (the importer drops its weights).
+    """
+
+    def __init__(self, in_channels: int, stride: int, out_channels: int | None = None) -> None:
+        super().__init__()
+        self.stride = stride
+        if stride == 1:
+            branch_in = in_channels // 2
+            half = branch_in
+        else:
+            branch_in = in_channels
+            half = (out_channels or 2 * in_channels) // 2
+            self.down_branch = SeparableConvBN(in_channels, half, stride)
+        self.pointwise = ConvBN(branch_in, half, 1)
+        self.separable = SeparableConvBN(half, half, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Two halves concatenated, then interleaved (channel shuffle with 2 groups)."""
+        if self.stride == 1:
+            shortcut, branch = x.chunk(2, dim=1)
+        else:
+            shortcut, branch = self.down_branch(x), x
+        out = torch.cat([shortcut, self.separable(self.pointwise(branch))], dim=1)
+        return out.unflatten(1, (2, -1)).transpose(1, 2).flatten(1, 2)
+
+
+class PPHumanSegLite(nn.Module):
+    """The ultra-light real-time portrait model; forward returns logits at the input size."""
+
+    size_divisor = 1
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        pretrained: str | None = None,
+        align_corners: bool = False,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.align_corners = align_corners
+        self.pretrained = pretrained
+        self.stem = ConvBN(in_channels, 36, 3, stride=2)
+        self.shortcut = ConvBN(36, 18, 1)
+        self.block1 = nn.Sequential(
+            ShuffleBlock(36, stride=2, out_channels=72), *(ShuffleBlock(72, 1) for _ in range(3))
+        )
+        self.block2 = nn.Sequential(ShuffleBlock(72, 2), *(ShuffleBlock(144, 1) for _ in range(7)))
+        self.decode0 = SeparableConvBN(144, 64)
+        self.decode1 = SeparableConvBN(64 + 18, 64)
+        self.classifier = SeparableConvBN(64, num_classes)
+        init_like_paddleseg(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Image batch [N, C, H, W] -> logits [N, num_classes, H, W]."""
+        check_input(x, self.in_channels, self.size_divisor, type(self).__name__)
+        size = x.shape[-2:]
+        x = self.stem(x)
+        shortcut = self.shortcut(x)
+        x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+        x = self.decode0(self.block2(self.block1(x)))
+        x = F.interpolate(
+            x, shortcut.shape[-2:], mode="bilinear", align_corners=self.align_corners
+        )
+        x = self.classifier(self.decode1(torch.cat([shortcut, x], dim=1)))
+        return F.interpolate(x, size, mode="bilinear", align_corners=self.align_corners)
+

@@ -1,0 +1,156 @@
+"""ONNX export and the onnxruntime backend: probabilities agree with PyTorch within 1e-4."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from deploy_fixtures import HRNET_SMALL_SPEC, LITE_SPEC, write_model
+from skimage import data
+
+from humanseg.deploy import export
+from humanseg.deploy.onnx_runtime import OnnxRuntimeForward
+from humanseg.engine.predict import build_predictor
+from humanseg.engine.runtime import load_inference_model
+from humanseg.errors import HumanSegError
+
+TOLERANCE = 1e-4
+IMAGENET_MEAN = 0.5  # PaddleSeg's Normalize default: (x / 255 - 0.5) / 0.5
+IMAGENET_STD = 0.5
+
+
+def photo_batch(height: int, width: int, count: int = 1) -> np.ndarray:
+    """The astronaut photo resized and normalised like PaddleSeg's Normalize, [count, 3, H, W]."""
+    image = cv2.resize(data.astronaut(), (width, height), interpolation=cv2.INTER_AREA)
+    normalised = (image.astype(np.float32) / 255 - IMAGENET_MEAN) / IMAGENET_STD
+    chw = normalised.transpose(2, 0, 1)
+    return np.stack([chw if i % 2 == 0 else chw[:, :, ::-1] for i in range(count)])
+
+
+def run_export(config: Path, model_path: Path, output: Path, *options: str) -> int:
+    """Run the verb with its own parser, as `humanseg export --config ... [options]` would."""
+    parser = argparse.ArgumentParser()
+    export.add_arguments(parser)
+    argv = ["--config", str(config), "--model_path", str(model_path), "--output", str(output)]
+    return export.run(parser.parse_args([*argv, *options]))
+
+
+def torch_probabilities(config: Path, model_path: Path, batch: np.ndarray) -> np.ndarray:
+    """Softmax of the PyTorch model's logits (the reference)."""
+    _, model = load_inference_model(config, model_path, torch.device("cpu"))
+    with torch.inference_mode():
+        return torch.softmax(model(torch.from_numpy(batch.copy())), dim=1).numpy()
+
+
+def onnx_probabilities(onnx_path: Path, batch: np.ndarray) -> np.ndarray:
+    """Softmax of onnxruntime's logits, using onnxruntime directly (independent of our wrapper)."""
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {session.get_inputs()[0].name: batch.copy()})
+    return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+
+
+Exported = tuple[Path, Path, Path]  # config, model.pt, model.onnx
+Exports = Callable[[str, bool], Exported]
+SPECS = {"lite": LITE_SPEC, "hrnet_small": HRNET_SMALL_SPEC}
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> Exports:
+    """Export each model once per module (exports take seconds): keyed by (name, dynamic)."""
+    cache: dict[tuple[str, bool], Exported] = {}
+
+    def get(name: str, dynamic: bool) -> Exported:
+        if (name, dynamic) not in cache:
+            folder = tmp_path_factory.mktemp(f"{name}_{'dynamic' if dynamic else 'fixed'}")
+            config, model_path = write_model(folder, SPECS[name], input_size=(64, 96))
+            output = folder / "model.onnx"
+            flags = ["--dynamic"] if dynamic else []
+            assert run_export(config, model_path, output, *flags) == 0
+            cache[name, dynamic] = (config, model_path, output)
+        return cache[name, dynamic]
+
+    return get
+
+
+@pytest.mark.parametrize("dynamic", [False, True], ids=["fixed", "dynamic"])
+@pytest.mark.parametrize("name", ["lite", "hrnet_small"])
+def test_onnx_matches_pytorch(exports: Exports, name: str, dynamic: bool) -> None:
+    config, model_path, output = exports(name, dynamic)
+    shape = ort.InferenceSession(str(output)).get_inputs()[0].shape
+    sizes = [(1, 64, 96)]
+    if dynamic:
+        assert not any(isinstance(dim, int) for dim in (shape[0], shape[2], shape[3]))
+        sizes.append((2, 96, 128))  # another batch and size than the export's
+    else:
+        assert shape == [1, 3, 64, 96]  # the config's Resize target_size [96, 64] is W, H
+    for count, height, width in sizes:
+        batch = photo_batch(height, width, count)
+        expected = torch_probabilities(config, model_path, batch)
+        # Mostly unsaturated probabilities, so agreement within 1e-4 means something.
+        assert ((expected > 0.05) & (expected < 0.95)).mean() > 0.2
+        actual = onnx_probabilities(output, batch)
+        assert actual.shape == (count, 2, height, width)
+        assert np.abs(actual - expected).max() < TOLERANCE
+
+
+def test_onnxruntime_backend_predicts_like_torch(exports: Exports) -> None:
+    config, model_path, onnx_path = exports("lite", False)
+    options = {"config": str(config), "device": "cpu", "precision": "fp32"}
+    torch_predictor = build_predictor(
+        argparse.Namespace(**options, model_path=str(model_path), backend="torch")
+    )
+    onnx_predictor = build_predictor(
+        argparse.Namespace(**options, model_path=str(onnx_path), backend="onnxruntime")
+    )
+    photo = data.astronaut()
+    expected, actual = torch_predictor(photo), onnx_predictor(photo)
+    assert actual.shape == (2, 512, 512)
+    assert np.abs(actual - expected).max() < TOLERANCE
+    forward = onnx_predictor.forward
+    assert isinstance(forward, OnnxRuntimeForward)
+    options = forward.session.get_session_options()
+    assert options.intra_op_num_threads == 2
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_size_not_divisible_by_stride_is_refused(tmp_path: Path) -> None:
+    config, model_path = write_model(tmp_path / "model", HRNET_SMALL_SPEC, input_size=(64, 96))
+    output = tmp_path / "model.onnx"
+    with pytest.raises(HumanSegError, match="multiples of 32"):
+        run_export(config, model_path, output, "--input_size", "60", "96")
+    assert list(tmp_path.glob("*.onnx")) == [] and list(tmp_path.glob(".model*")) == []
+
+
+def test_wrong_model_file_leaves_no_output(tmp_path: Path) -> None:
+    config, _ = write_model(tmp_path / "lite", LITE_SPEC)
+    _, hrnet_weights = write_model(tmp_path / "hrnet", HRNET_SMALL_SPEC)
+    output = tmp_path / "out" / "model.onnx"
+    with pytest.raises(HumanSegError, match=r"model\.pt"):
+        run_export(config, hrnet_weights, output)
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"not an onnx model at all"], ids=["empty", "garbage"])
+def test_corrupt_onnx_file_is_a_clear_error(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(content)
+    with pytest.raises(HumanSegError, match=r"bad\.onnx: not a loadable ONNX model"):
+        OnnxRuntimeForward(bad)
+    with pytest.raises(HumanSegError, match="not found"):
+        OnnxRuntimeForward(tmp_path / "missing.onnx")
+
+
+def test_fixed_size_model_rejects_other_sizes(exports: Exports) -> None:
+    _, _, onnx_path = exports("lite", False)
+    forward = OnnxRuntimeForward(onnx_path)
+    assert forward.input_size == (64, 96) and forward.num_classes == 2
+    with pytest.raises(HumanSegError, match="exported for input 64x96"):
+        forward(photo_batch(96, 96))
+    # A fixed batch of 1 still takes a batch of 3, one image at a time.
+    assert forward(photo_batch(64, 96, count=3)).shape == (3, 2, 64, 96)

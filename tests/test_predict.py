@@ -1,0 +1,172 @@
+"""Prediction: the Predictor's resizing and softmax, the output images, the `predict` verb."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from engine_fixtures import blob_config, blob_sample, one_thread  # noqa: F401
+
+from humanseg.cli import main
+from humanseg.engine.predict import Predictor, color_map, output_names, render_outputs
+from humanseg.errors import HumanSegError
+from humanseg.io import read_image
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_color_map_is_paddleseg_voc_palette() -> None:
+    # class bits (b0, b1, b2) go to the top bit of (R, G, B); class 1 = dark red, 2 = green...
+    assert color_map(5).tolist() == [
+        [0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128]]
+    assert color_map(9)[8].tolist() == [64, 0, 0]  # 8 = 0b1000: bit 3 -> second-highest R bit
+
+
+def test_predictor_resizes_logits_then_applies_softmax() -> None:
+    seen: list[tuple[int, ...]] = []
+
+    def forward(batch: np.ndarray) -> np.ndarray:
+        seen.append(batch.shape)
+        logits = np.zeros((1, 2, 4, 6), np.float32)
+        logits[0, 1] = math.log(3.0)  # P(person) = 3 / (1 + 3)
+        logits[0, 1, :, :3] = -math.log(3.0)  # left half: P(person) = 1 / 4
+        return logits
+
+    def transforms(image: np.ndarray) -> np.ndarray:
+        small = cv2.resize(image, (6, 4), interpolation=cv2.INTER_AREA)
+        return small.transpose(2, 0, 1).astype(np.float32) / 255
+
+    image = np.zeros((8, 12, 3), np.uint8)
+    probabilities = Predictor(forward, transforms, num_classes=2)(image)
+    assert seen == [(1, 3, 4, 6)]
+    assert probabilities.shape == (2, 8, 12) and probabilities.dtype == np.float32
+    assert probabilities[1, :, :4] == pytest.approx(np.full((8, 4), 0.25), abs=1e-6)
+    assert probabilities[1, :, 8:] == pytest.approx(np.full((8, 4), 0.75), abs=1e-6)
+    assert probabilities.sum(axis=0) == pytest.approx(np.ones((8, 12)), abs=1e-6)
+
+
+def test_predictor_rejects_output_of_the_wrong_class_count() -> None:
+    predictor = Predictor(lambda batch: np.zeros((1, 3, 2, 2), np.float32),
+                          lambda image: np.zeros((3, 2, 2), np.float32), num_classes=2)
+    with pytest.raises(HumanSegError, match=r"expected \[1, 2, h, w\]"):
+        predictor(np.zeros((2, 2, 3), np.uint8))
+
+
+def test_rendered_outputs_by_hand() -> None:
+    image = np.array([[[100, 50, 0], [10, 20, 30]]], np.uint8)  # 1 x 2 pixels
+    person = np.array([[0.75, 0.1]], np.float32)
+    outputs = render_outputs(image, np.stack([1 - person, person]))
+    assert outputs["label"].tolist() == [[1, 0]]
+    assert outputs["pseudo_color_prediction"].tolist() == [[[128, 0, 0], [0, 0, 0]]]
+    # added = 0.6 * image + 0.4 * pseudo-colour (PaddleSeg's visualize weight)
+    assert outputs["added_prediction"].tolist() == [[[111, 30, 0], [6, 12, 18]]]
+    # cut-out: RGB kept, alpha = round(255 * P(person))
+    assert outputs["cutout"].tolist() == [[[100, 50, 0, 191], [10, 20, 30, 26]]]
+
+
+def test_output_names_keep_inputs_with_the_same_stem_apart() -> None:
+    paths = [Path("a.jpg"), Path("a.png"), Path("b.jpg")]
+    assert output_names(paths) == ["a_jpg", "a_png", "b"]
+
+
+def randomised(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state_dict with batch-norm biases spread out, so that classes are rarely tied."""
+    state = model.state_dict()
+    for name, value in state.items():
+        if name.endswith(".bias"):
+            value.normal_(0.0, 0.5)
+    return state
+
+
+@pytest.fixture(scope="module")
+def lite_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A config, an untrained PPHumanSegLite model file and a folder of two photos."""
+    from humanseg.models import build_model
+
+    root = tmp_path_factory.mktemp("predict")
+    config = root / "lite.yml"
+    config.write_text(blob_config(root).replace(
+        "    - type: Normalize\noptimizer",
+        "    - type: Resize\n      target_size: [64, 48]\n    - type: Normalize\noptimizer"))
+    torch.manual_seed(0)
+    model_path = root / "model.pt"
+    torch.save(randomised(build_model({"type": "PPHumanSegLite", "num_classes": 2})), model_path)
+    photos = root / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(1)
+    for name, (height, width) in {"tall.jpg": (90, 60), "wide.png": (50, 80)}.items():
+        image, _ = blob_sample(rng, height, width)
+        cv2.imwrite(str(photos / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return config, model_path, photos
+
+
+def test_predict_verb_writes_four_outputs_per_image(lite_model, tmp_path: Path, capsys) -> None:
+    config, model_path, photos = lite_model
+    code = main(["predict", "--config", str(config), "--model_path", str(model_path),
+                 "--image_path", str(photos), "--save_dir", str(tmp_path)])
+    assert code == 0
+    assert "2 image(s)" in capsys.readouterr().out
+    for stem, shape in {"tall": (90, 60), "wide": (50, 80)}.items():
+        label = cv2.imread(str(tmp_path / "label" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+        assert label.shape == shape and set(np.unique(label)) <= {0, 1}
+        pseudo = read_image(tmp_path / "pseudo_color_prediction" / f"{stem}.png")
+        assert np.array_equal(pseudo, color_map(2)[label])
+        added = read_image(tmp_path / "added_prediction" / f"{stem}.jpg")
+        assert added.shape == (*shape, 3)
+        cutout = cv2.imread(str(tmp_path / "cutout" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+        assert cutout.shape == (*shape, 4)
+        # label 1 means P(person) > 0.5 (alpha >= 128); label 0 means P(person) <= 0.5
+        # (alpha <= 128: a tie at 0.5, as the Lite model's final ReLU gives, goes to class 0)
+        alpha = cutout[..., 3]
+        assert np.all(alpha[label == 1] >= 128) and np.all(alpha[label == 0] <= 128)
+    leftovers = [p for p in tmp_path.rglob("*") if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_predict_positional_image_and_onnxruntime_backend(lite_model, tmp_path: Path) -> None:
+    config, model_path, photos = lite_model
+    assert main(["predict", str(photos / "tall.jpg"), "--config", str(config),
+                 "--model_path", str(model_path), "--save_dir", str(tmp_path / "torch")]) == 0
+    onnx_path = tmp_path / "lite.onnx"
+    assert main(["export", "--config", str(config), "--model_path", str(model_path),
+                 "--output", str(onnx_path)]) == 0
+    assert main(["predict", str(photos / "tall.jpg"), "--config", str(config),
+                 "--model_path", str(onnx_path), "--backend", "onnxruntime",
+                 "--save_dir", str(tmp_path / "onnx")]) == 0
+    from_torch = cv2.imread(str(tmp_path / "torch" / "cutout" / "tall.png"), cv2.IMREAD_UNCHANGED)
+    from_onnx = cv2.imread(str(tmp_path / "onnx" / "cutout" / "tall.png"), cv2.IMREAD_UNCHANGED)
+    assert np.abs(from_torch.astype(int) - from_onnx.astype(int)).max() <= 1
+
+
+def test_predict_errors_are_one_line(lite_model, tmp_path: Path, capsys) -> None:
+    config, model_path, photos = lite_model
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    argv = ["predict", "--config", str(config), "--model_path", str(model_path),
+            "--save_dir", str(tmp_path / "out")]
+    assert main([*argv, "--image_path", str(broken)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "broken.jpg" in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+    assert main(["predict", "--config", str(config), "--save_dir", str(tmp_path)]) == 2
+    assert "no image given" in capsys.readouterr().err
+    assert main(["predict", str(photos), "--config", str(config)]) == 2
+    assert "both --config and --model_path" in capsys.readouterr().err
+
+
+def test_predict_without_a_model_uses_the_packaged_one(lite_model, tmp_path: Path,
+                                                       capsys) -> None:
+    from humanseg.weights import default_paths
+
+    _, _, photos = lite_model
+    code = main(["predict", str(photos / "wide.png"), "--save_dir", str(tmp_path)])
+    try:
+        default_paths()
+    except HumanSegError as missing:
+        assert code == 2 and str(missing) in capsys.readouterr().err
+    else:
+        assert code == 0 and (tmp_path / "cutout" / "wide.png").is_file()

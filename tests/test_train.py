@@ -1,0 +1,319 @@
+"""Training engine: schedule and optimizer semantics, checkpoints, data order, end to end."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from engine_fixtures import blob_config, make_blob_dataset, one_thread  # noqa: F401
+
+from humanseg.engine import checkpoint
+from humanseg.engine.optim import build_optimizer, build_scheduler, learning_rate_curve
+from humanseg.engine.sampling import SeededSamples, ShuffledBatches
+from humanseg.errors import HumanSegError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# ---------------------------------------------------------------- learning-rate schedule
+
+
+def poly_config(**extra: object) -> dict:
+    """A config with PaddleSeg's PolynomialDecay (base 0.1, end 0, power 0.9) plus `extra`."""
+    return {"lr_scheduler": {"type": "PolynomialDecay", "learning_rate": 0.1, "end_lr": 0.0,
+                             "power": 0.9, **extra}}
+
+
+def test_polynomial_decay_matches_paddleseg_formula() -> None:
+    curve = learning_rate_curve(poly_config(), total_iters=10)
+    # (base - end) * (1 - step / decay_steps) ** power + end, decay_steps = iters = 10
+    assert curve.learning_rate(0) == pytest.approx(0.1)
+    assert curve.learning_rate(5) == pytest.approx(0.1 * 0.5**0.9)  # 0.0535887
+    assert curve.learning_rate(10) == pytest.approx(0.0)
+    assert curve.learning_rate(12) == pytest.approx(0.0)  # held at end_lr past decay_steps
+
+
+def test_warmup_is_linear_then_poly_over_the_remaining_iterations() -> None:
+    curve = learning_rate_curve(poly_config(warmup_iters=2, warmup_start_lr=0.0), total_iters=10)
+    assert [curve.learning_rate(step) for step in (0, 1, 2)] == pytest.approx([0.0, 0.05, 0.1])
+    # decay_steps = 10 - 2 = 8; step 6 is 4 steps into the decay
+    assert curve.learning_rate(6) == pytest.approx(0.1 * (1 - 4 / 8) ** 0.9)
+
+
+def test_cosine_and_legacy_forms() -> None:
+    cosine = learning_rate_curve(
+        {"lr_scheduler": {"type": "CosineAnnealingDecay", "learning_rate": 0.1, "eta_min": 0.02}},
+        total_iters=10,
+    )
+    assert cosine.learning_rate(5) == pytest.approx(0.02 + 0.08 * 0.5)
+    legacy = learning_rate_curve(
+        {"learning_rate": {"value": 0.01, "decay": {"type": "poly", "power": 1.0}}}, total_iters=4
+    )
+    assert legacy.learning_rate(1) == pytest.approx(0.0075)
+    overridden = learning_rate_curve(poly_config(), total_iters=10, override_lr=0.2)
+    assert overridden.learning_rate(5) == pytest.approx(0.2 * 0.5**0.9)
+
+
+def test_scheduler_follows_curve_and_survives_a_state_dict_round_trip() -> None:
+    curve = learning_rate_curve(poly_config(), total_iters=10)
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = build_optimizer({"type": "sgd", "momentum": 0.9}, [parameter], curve.base_lr)
+    scheduler = build_scheduler(optimizer, curve)
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.7**0.9)
+    fresh_optimizer = build_optimizer({"type": "sgd"}, [parameter], 0.5)
+    fresh = build_scheduler(fresh_optimizer, learning_rate_curve(poly_config(), total_iters=99))
+    fresh.load_state_dict(scheduler.state_dict())
+    fresh.step()
+    assert fresh_optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.6**0.9)
+
+
+def test_optimizer_types_and_errors() -> None:
+    parameters = [torch.nn.Parameter(torch.zeros(2))]
+    sgd = build_optimizer({"type": "sgd", "momentum": 0.9, "weight_decay": 4e-5}, parameters, 0.1)
+    assert isinstance(sgd, torch.optim.SGD)
+    assert sgd.defaults["momentum"] == 0.9 and sgd.defaults["weight_decay"] == 4e-5
+    adamw = build_optimizer({"type": "AdamW", "beta1": 0.8}, parameters, 1e-3)
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["betas"] == (0.8, 0.999)
+    with pytest.raises(HumanSegError, match="optimizer: unknown key.*momentun"):
+        build_optimizer({"type": "sgd", "momentun": 0.9}, parameters, 0.1)
+    with pytest.raises(HumanSegError, match="optimizer.type.*rmsprop"):
+        build_optimizer({"type": "rmsprop"}, parameters, 0.1)
+    with pytest.raises(HumanSegError, match="lr_scheduler.type.*StepDecay"):
+        learning_rate_curve({"lr_scheduler": {"type": "StepDecay"}}, total_iters=5)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def toy_state(value: float) -> dict[str, torch.Tensor]:
+    """A small state_dict whose weights are all `value`."""
+    return {"weight": torch.full((2, 2), value), "bias": torch.zeros(2)}
+
+
+def train_state(iteration: int) -> dict:
+    """A minimal training state as the engine writes it."""
+    return {"iteration": iteration, "seed": 1, "optimizer": {}, "scheduler": {},
+            "rng": checkpoint.capture_rng_state()}
+
+
+def test_checkpoints_are_complete_and_only_the_last_n_are_kept(tmp_path: Path) -> None:
+    for iteration in (10, 20, 30):
+        checkpoint.save_checkpoint(
+            tmp_path, iteration, toy_state(iteration), train_state(iteration), keep=2)
+    assert [it for it, _ in checkpoint.list_checkpoints(tmp_path)] == [20, 30]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["iter_20", "iter_30"]  # no temp dirs
+    weights = torch.load(tmp_path / "iter_30" / "model.pt", weights_only=True)
+    assert torch.equal(weights["weight"], torch.full((2, 2), 30.0))
+    assert checkpoint.load_train_state(tmp_path / "iter_30")["iteration"] == 30
+
+
+def test_a_failed_write_leaves_no_partial_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    checkpoint.save_checkpoint(tmp_path, 10, toy_state(1.0), train_state(10), keep=1)
+    real_save = torch.save
+
+    def failing_save(obj: object, path: object) -> None:
+        if isinstance(obj, dict) and "optimizer" in obj:
+            raise OSError("disk full")
+        real_save(obj, path)
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save_checkpoint(tmp_path, 20, toy_state(2.0), train_state(20), keep=1)
+    # The old checkpoint is intact, the new one does not exist, nothing temporary is left.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["iter_10"]
+    weights = torch.load(tmp_path / "iter_10" / "model.pt", weights_only=True)
+    assert torch.equal(weights["weight"], torch.full((2, 2), 1.0))
+
+
+def test_rng_state_round_trip() -> None:
+    state = checkpoint.capture_rng_state()
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    checkpoint.restore_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+def test_resume_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(HumanSegError, match="no such checkpoint directory"):
+        checkpoint.resolve_resume_dir(tmp_path / "iter_5")
+    (tmp_path / "iter_5").mkdir()
+    torch.save(toy_state(0.0), tmp_path / "iter_5" / "model.pt")
+    with pytest.raises(HumanSegError, match="train_state.pt is missing"):
+        checkpoint.resolve_resume_dir(tmp_path / "iter_5")
+    (tmp_path / "iter_5" / "train_state.pt").write_bytes(b"not a checkpoint")
+    directory = checkpoint.resolve_resume_dir(tmp_path / "iter_5" / "model.pt")
+    with pytest.raises(HumanSegError, match="train_state.pt: not a readable training state"):
+        checkpoint.load_train_state(directory)
+
+
+# ---------------------------------------------------------------- data order
+
+
+def take(sampler: ShuffledBatches, count: int) -> list:
+    """The first `count` batches of an endless sampler."""
+    return list(itertools.islice(iter(sampler), count))
+
+
+def test_ranks_split_each_global_batch_of_the_single_process_order() -> None:
+    single = take(ShuffledBatches(10, batch_size=4, seed=3), 6)
+    rank0 = take(ShuffledBatches(10, batch_size=2, seed=3, rank=0, world_size=2), 6)
+    rank1 = take(ShuffledBatches(10, batch_size=2, seed=3, rank=1, world_size=2), 6)
+    assert [a + b for a, b in zip(rank0, rank1, strict=True)] == single
+    # 10 samples, global batch 4: 2 batches per epoch, 8 distinct indices per epoch
+    for epoch in range(3):
+        indices = [index for batch in single[2 * epoch: 2 * epoch + 2] for index, _ in batch]
+        assert len(set(indices)) == 8
+    seeds = [seed for batch in single for _, seed in batch]
+    assert len(set(seeds)) == len(seeds)  # every sample draw gets its own augmentation seed
+
+
+def test_starting_at_iteration_k_replays_the_rest_of_the_order() -> None:
+    full = take(ShuffledBatches(9, batch_size=2, seed=7), 11)
+    resumed = take(ShuffledBatches(9, batch_size=2, seed=7, start_iteration=5), 6)
+    assert resumed == full[5:]
+
+
+def test_a_dataset_smaller_than_a_global_batch_is_an_error() -> None:
+    with pytest.raises(HumanSegError, match="3 samples, fewer than one batch of 4"):
+        ShuffledBatches(3, batch_size=2, seed=0, world_size=2)
+
+
+class RandomDataset(torch.utils.data.Dataset):
+    """Returns draws from the global generators, like an augmenting dataset does."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> tuple[float, float, float]:
+        return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+
+def test_seeded_samples_are_reproducible_and_leave_global_streams_alone() -> None:
+    samples = SeededSamples(RandomDataset())
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    first = samples[(2, 99)]
+    after = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == after
+    random.seed(5)  # a different global state does not change the sample
+    assert samples[(2, 99)] == first
+    assert samples[(2, 100)] != first
+
+
+# ---------------------------------------------------------------- end to end
+
+ITERS = 40
+
+
+@pytest.fixture(scope="module")
+def blob_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 training and 8 validation blob images (64x64)."""
+    return make_blob_dataset(tmp_path_factory.mktemp("blobs"), train=24, val=8)
+
+
+@pytest.fixture(scope="module")
+def trained(
+    blob_root: Path, tmp_path_factory: pytest.TempPathFactory, one_thread: None  # noqa: F811
+) -> tuple[dict, Path, object]:
+    """One uninterrupted 40-iteration run of PPHumanSegLite with CE + SC loss, eval every 20."""
+    from humanseg.config import load_config
+    from humanseg.engine.train import train
+
+    config_path = blob_root / "blobs.yml"
+    config_path.write_text(blob_config(blob_root, iters=ITERS, learning_rate=0.1))
+    cfg = load_config(config_path)
+    save_dir = tmp_path_factory.mktemp("run")
+    result = train(cfg, save_dir, save_interval=20, log_iters=10, seed=0, do_eval=True,
+                   use_vdl=True, keep_checkpoint_max=2, progress=False)
+    return cfg, save_dir, result
+
+
+def test_training_lowers_the_loss_and_raises_miou(trained) -> None:
+    _, save_dir, result = trained
+    losses = [entry["loss"] for entry in result.losses]
+    assert [entry["iter"] for entry in result.losses] == [10, 20, 30, 40]
+    assert losses[-1] < 0.5 * losses[0]
+    terms = set(result.losses[0]) - {"iter", "lr", "loss"}
+    assert len(terms) == 2 and any("SemanticConnectivity" in name for name in terms)
+    first, last = result.evaluations[0], result.evaluations[-1]
+    assert (first["iter"], last["iter"]) == (20, 40)
+    assert last["miou"] > first["miou"] + 0.1 and last["miou"] > 0.5
+    # The learning rate follows the poly schedule: lr of iteration 10 is used at step index 9.
+    assert result.losses[0]["lr"] == pytest.approx(0.1 * (1 - 9 / ITERS) ** 0.9)
+
+
+def test_run_writes_checkpoints_best_model_and_tensorboard(trained) -> None:
+    _, save_dir, result = trained
+    assert sorted(p.name for p in save_dir.iterdir()) == [
+        "best_model", "iter_20", "iter_40", "tensorboard"]
+    best = json.loads((save_dir / "best_model" / "metrics.json").read_text())
+    assert best["iter"] == result.best_iter
+    assert best["miou"] == pytest.approx(max(e["miou"] for e in result.evaluations))
+    model_file = torch.load(save_dir / "best_model" / "model.pt", weights_only=True)
+    assert set(model_file) == set(result.model.state_dict())  # a plain state_dict
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(save_dir / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"Train/loss", "Train/lr", "Evaluate/miou", "Evaluate/connectivity"} <= tags
+    assert [event.step for event in events.Scalars("Evaluate/miou")] == [20, 40]
+
+
+def test_resume_from_a_mid_checkpoint_is_bit_for_bit(trained, tmp_path: Path) -> None:
+    from humanseg.engine.train import train
+
+    cfg, save_dir, _ = trained
+    resumed = train(cfg, tmp_path, resume_model=str(save_dir / "iter_20"), save_interval=20,
+                    log_iters=10, do_eval=False, progress=False)
+    assert resumed.seed == 0  # taken from the checkpoint
+    uninterrupted = torch.load(save_dir / "iter_40" / "model.pt", weights_only=True)
+    continued = torch.load(tmp_path / "iter_40" / "model.pt", weights_only=True)
+    assert all(torch.equal(uninterrupted[name], continued[name]) for name in uninterrupted)
+    first_state = checkpoint.load_train_state(save_dir / "iter_40")
+    second_state = checkpoint.load_train_state(tmp_path / "iter_40")
+    assert torch.equal(first_state["rng"]["torch"], second_state["rng"]["torch"])
+
+
+def test_training_errors_are_one_clear_message(trained, tmp_path: Path) -> None:
+    from humanseg.engine.train import train
+
+    cfg, save_dir, _ = trained
+    with pytest.raises(HumanSegError, match="checkpoint is at iteration 40, not below --iters 40"):
+        train(cfg, tmp_path, resume_model=str(save_dir / "iter_40"), progress=False)
+    with pytest.raises(HumanSegError, match="unknown option.*save_every"):
+        train(cfg, tmp_path, save_every=3)
+    with pytest.raises(HumanSegError, match="fp16 needs --device cuda"):
+        train(cfg, tmp_path, precision="fp16", progress=False)
+    no_val = {key: value for key, value in cfg.items() if key != "val_dataset"}
+    with pytest.raises(HumanSegError, match="no val_dataset"):
+        train(no_val, tmp_path, do_eval=True, progress=False)
+
+
+def test_bf16_autocast_trains_on_the_cpu(trained, tmp_path: Path) -> None:
+    from humanseg.engine.train import train
+
+    cfg, _, _ = trained
+    result = train(cfg, tmp_path, iters=4, log_iters=2, seed=1, precision="bf16", progress=False)
+    assert all(np.isfinite(entry["loss"]) for entry in result.losses)
+    assert (tmp_path / "iter_4" / "model.pt").is_file()
+
+
+def test_worker_processes_load_the_same_augmented_batches(trained, tmp_path: Path) -> None:
+    from humanseg.engine.train import train
+
+    cfg, _, _ = trained
+    in_process = train(cfg, tmp_path / "w0", iters=3, seed=5, num_workers=0, progress=False)
+    in_workers = train(cfg, tmp_path / "w2", iters=3, seed=5, num_workers=2, progress=False)
+    first, second = in_process.model.state_dict(), in_workers.model.state_dict()
+    assert all(torch.equal(first[name], second[name]) for name in first)

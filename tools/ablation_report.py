@@ -1,0 +1,280 @@
+"""Score the portrait runs on the held-out photos and draw the SCL ablation's table and plots.
+
+For the default run and every ablation run (`ARM_seedN` folders, ARM = `ce` or `scl`), the final
+iteration's model is scored in fp32 on the config's val_dataset at the photos' full resolution:
+mIoU, connectivity, and the mean number of 8-connected person components per image in the
+prediction against the label's. Training curves come from each run's TensorBoard scalars.
+Writes `report.json` and `report.md` (the tables) to `--save_dir` and two PNGs to `--out`.
+
+    .venv/bin/python tools/ablation_report.py --default output/portrait/default \
+        --ablation output/portrait/ablation --config CONFIG.yml --out docs/figures
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from humanseg.config import load_config
+from humanseg.data import build_dataset
+from humanseg.engine.evaluate import infer_scores
+from humanseg.errors import HumanSegError
+from humanseg.io import atomic_path, write_image
+from humanseg.metrics import SegMetrics
+from humanseg.models import build_model, load_model_file
+from humanseg.ops import label_components
+
+PERSON = 1
+IGNORE = 255
+RUN_NAME = re.compile(r"^(?P<arm>ce|scl)_seed(?P<seed>\d+)$")
+ARM_TITLES = {"ce": "CE only", "scl": "CE + SC loss"}
+ARM_COLOURS = {"ce": "tab:orange", "scl": "tab:blue"}
+TILE_HEIGHT = 160
+
+
+def final_model(run_dir: Path) -> Path:
+    """`iter_N/model.pt` with the largest N in a training run's folder."""
+    iterations = [
+        (int(p.name.removeprefix("iter_")), p)
+        for p in run_dir.glob("iter_*")
+        if p.name.removeprefix("iter_").isdigit()
+    ]
+    if not iterations:
+        raise HumanSegError(f"{run_dir}: no iter_N checkpoint folder")
+    return max(iterations)[1] / "model.pt"
+
+
+def person_components(class_map: np.ndarray) -> int:
+    """Number of 8-connected person components in one [H, W] class map."""
+    return int(label_components((class_map == PERSON)[None].astype(np.uint8)).counts(2)[0, 1])
+
+
+@torch.no_grad()
+def score_run(model_path: Path, cfg: dict[str, Any], dataset: Any) -> dict[str, Any]:
+    """Metrics of one model on every validation photo, plus its per-image predictions."""
+    model = build_model(cfg["model"])
+    load_model_file(model, model_path)
+    model.eval()
+    overall = SegMetrics(2, ignore_index=IGNORE)
+    per_source: dict[str, SegMetrics] = defaultdict(lambda: SegMetrics(2, ignore_index=IGNORE))
+    predictions, pred_counts, label_counts = [], [], []
+    for index in range(len(dataset)):
+        image, label = dataset[index]
+        scores = infer_scores(model, image[None], tuple(label.shape))
+        prediction = scores.argmax(dim=1)[0].to(torch.uint8).numpy()
+        truth = label.to(torch.uint8).numpy()
+        overall.update(prediction[None], truth[None])
+        per_source[dataset.samples[index].source.images.parts[-2]].update(
+            prediction[None], truth[None]
+        )
+        predictions.append(prediction)
+        pred_counts.append(person_components(prediction))
+        label_counts.append(person_components(np.where(truth == IGNORE, 0, truth)))
+    metrics = overall.compute()
+    return {
+        "model": str(model_path),
+        "miou": metrics["miou"],
+        "person_iou": metrics["class_iou"][PERSON],
+        "connectivity": metrics["connectivity"],
+        "pred_components": float(np.mean(pred_counts)),
+        "label_components": float(np.mean(label_counts)),
+        "per_source_miou": {name: m.compute()["miou"] for name, m in sorted(per_source.items())},
+        "pred_counts": pred_counts,
+        "label_counts": label_counts,
+        "predictions": predictions,
+    }
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """TensorBoard scalars of a run as {tag: [(step, value), ...]} (last write of each step)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    curves = {}
+    for tag in accumulator.Tags()["scalars"]:
+        by_step = {event.step: event.value for event in accumulator.Scalars(tag)}
+        curves[tag] = sorted(by_step.items())
+    return curves
+
+
+def smooth(values: np.ndarray, window: int = 5) -> np.ndarray:
+    """Moving average (valid part) to make noisy loss logs readable."""
+    if values.size < window:
+        return values
+    return np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def plot_curves(runs: dict[str, dict[str, Any]], path: Path) -> None:
+    """Training CE and SC loss, validation mIoU and connectivity per iteration, every run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("Train/CrossEntropyLoss", "training cross-entropy (5-log average)", True),
+        ("Train/SemanticConnectivityLoss", "training SC loss (CE+SC runs)", True),
+        ("Evaluate/miou", "validation mIoU", False),
+        ("Evaluate/connectivity", "validation connectivity", False),
+    ]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+    for axis, (tag, title, smoothed) in zip(axes, panels, strict=True):
+        for name, run in runs.items():
+            points = run["curves"].get(tag)
+            if not points:
+                continue
+            steps, values = (np.array(column) for column in zip(*points, strict=True))
+            if smoothed:
+                values = smooth(values)
+                steps = steps[len(steps) - len(values) :]
+            style = "-" if run["seed"] % 2 else "--"
+            axis.plot(steps, values, style, color=ARM_COLOURS[run["arm"]], label=name)
+        axis.set_title(title, fontsize=10)
+        axis.set_xlabel("iteration")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=80)
+    plt.close(figure)
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """The photo with person pixels tinted and component borders drawn, scaled to TILE_HEIGHT."""
+    scale = TILE_HEIGHT / image.shape[0]
+    size = (round(image.shape[1] * scale), TILE_HEIGHT)
+    image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    mask = cv2.resize((mask == PERSON).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
+    tinted = image.copy()
+    tinted[mask > 0] = (0.5 * image[mask > 0] + 0.5 * np.array(colour)).astype(np.uint8)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(tinted, contours, -1, (255, 255, 0), 1)
+    return tinted
+
+
+def plot_fragments(
+    dataset: Any, ce: dict[str, Any], scl: dict[str, Any], path: Path, rows: int = 4
+) -> list[str]:
+    """Photo | label | CE-only | CE+SC for the photos where CE-only fragments most beyond SCL."""
+    excess = np.array(ce["pred_counts"]) - np.array(scl["pred_counts"])
+    chosen = [int(i) for i in np.argsort(-excess, kind="stable")[:rows]]
+    lines = []
+    for index in chosen:
+        image, label = dataset.raw(index)
+        tiles = [
+            overlay(image, np.zeros_like(label), (0, 0, 0)),
+            overlay(image, label, (0, 200, 0)),
+            overlay(image, ce["predictions"][index], (230, 120, 0)),
+            overlay(image, scl["predictions"][index], (0, 110, 230)),
+        ]
+        lines.append(np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0))) for t in tiles], axis=1))
+    width = max(line.shape[1] for line in lines)
+    grid = np.concatenate([np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0)))
+                           for line in lines], axis=0)
+    write_image(path, grid)
+    return [
+        f"{dataset.samples[i].image.name}: label {ce['label_counts'][i]}, "
+        f"CE-only {ce['pred_counts'][i]}, CE+SC {scl['pred_counts'][i]} components"
+        for i in chosen
+    ]
+
+
+def mean_std(values: list[float]) -> str:
+    """`mean ± std` over seeds (population std, as there are only a few)."""
+    return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
+
+
+def markdown(default: dict[str, Any] | None, runs: dict[str, dict[str, Any]]) -> str:
+    """The default model's line, the per-run ablation table and the per-arm means."""
+    head = ("| run | mIoU | person IoU | connectivity | components / image (pred) "
+            "| components / image (label) |\n|---|---|---|---|---|---|\n")
+
+    def row(name: str, r: dict[str, Any]) -> str:
+        return (f"| {name} | {r['miou']:.4f} | {r['person_iou']:.4f} | {r['connectivity']:.4f} "
+                f"| {r['pred_components']:.2f} | {r['label_components']:.2f} |\n")
+
+    text = ""
+    if default is not None:
+        text += "### Default model\n\n" + head + row("default (CE + SC)", default["score"])
+        sources = ", ".join(f"{k} {v:.4f}" for k, v in default["score"]["per_source_miou"].items())
+        text += f"\nmIoU per source: {sources}\n\n"
+    text += "### Ablation runs\n\n" + head
+    for name, run in sorted(runs.items()):
+        text += row(name, run["score"])
+    text += ("\n| arm | seeds | mIoU | connectivity | components / image (pred) |\n"
+             "|---|---|---|---|---|\n")
+    for arm in ("ce", "scl"):
+        scores = [r["score"] for r in runs.values() if r["arm"] == arm]
+        if scores:
+            text += (f"| {ARM_TITLES[arm]} | {len(scores)} "
+                     f"| {mean_std([s['miou'] for s in scores])} "
+                     f"| {mean_std([s['connectivity'] for s in scores])} "
+                     f"| {mean_std([s['pred_components'] for s in scores])} |\n")
+    return text
+
+
+def main() -> None:
+    """Score every run, write the tables and the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="config whose val_dataset is scored")
+    parser.add_argument("--default", type=Path, help="the default model's training folder")
+    parser.add_argument("--ablation", type=Path, required=True, help="folder of ARM_seedN runs")
+    parser.add_argument("--out", type=Path, default=Path("docs/figures"), help="PNG folder")
+    parser.add_argument("--save_dir", type=Path, default=Path("output/portrait"),
+                        help="where report.json and report.md go")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    cfg = load_config(args.config)
+    dataset = build_dataset(cfg["val_dataset"])
+    runs: dict[str, dict[str, Any]] = {}
+    for run_dir in sorted(args.ablation.iterdir()):
+        match = RUN_NAME.match(run_dir.name)
+        if match and run_dir.is_dir():
+            runs[run_dir.name] = {
+                "arm": match["arm"], "seed": int(match["seed"]),
+                "score": score_run(final_model(run_dir), cfg, dataset),
+                "curves": scalars(run_dir),
+            }
+            print(f"{run_dir.name}: mIoU {runs[run_dir.name]['score']['miou']:.4f}", flush=True)
+    if not runs:
+        raise HumanSegError(f"{args.ablation}: no ce_seedN / scl_seedN run folders")
+    default = None
+    if args.default is not None:
+        default = {"score": score_run(final_model(args.default), cfg, dataset),
+                   "curves": scalars(args.default)}
+    plot_curves(runs, args.out / "scl_training_curves.png")
+    examples = []
+    first_seed = min(run["seed"] for run in runs.values())
+    if f"ce_seed{first_seed}" in runs and f"scl_seed{first_seed}" in runs:
+        examples = plot_fragments(dataset, runs[f"ce_seed{first_seed}"]["score"],
+                                  runs[f"scl_seed{first_seed}"]["score"],
+                                  args.out / "scl_fragmented_vs_clean.png")
+    table = markdown(default, runs)
+    table += f"\nFragmented-vs-clean examples (seed {first_seed}):\n\n"
+    table += "".join(f"- {line}\n" for line in examples)
+    args.save_dir.mkdir(parents=True, exist_ok=True)
+
+    def strip(run: dict[str, Any]) -> dict[str, Any]:
+        score = {k: v for k, v in run["score"].items() if k != "predictions"}
+        return {**{k: v for k, v in run.items() if k != "score"}, "score": score}
+
+    report = {"default": strip(default) if default else None,
+              "runs": {name: strip(run) for name, run in runs.items()}}
+    with atomic_path(args.save_dir / "report.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
+    with atomic_path(args.save_dir / "report.md") as tmp:
+        tmp.write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
