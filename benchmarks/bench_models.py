@@ -4,8 +4,10 @@ Per model: parameters, FLOPs at 192x192 and at 398x224 (WxH), inference latency 
 grad, 2 threads) at both sizes, and one training step (batch 8, 192x192, forward + backward +
 SGD). HRNet needs sides that are multiples of 32, so it runs at 416x224 instead of 398x224.
 When `.venv-paddle` exists (`make parity`), PaddleSeg's models are measured in the same run
-with the same settings and the ratios printed (PaddleSeg time / ours: above 1 means we are
-faster). Run: `.venv/bin/python benchmarks/bench_models.py`.
+with the same settings, model by model right after ours, and the ratios printed (PaddleSeg time
+/ ours: above 1 means we are faster). Wall time is shown with process CPU time beside it: on a
+shared machine other load stretches wall time, CPU seconds much less.
+Run: `.venv/bin/python benchmarks/bench_models.py`.
 """
 
 from __future__ import annotations
@@ -17,12 +19,16 @@ import platform
 import subprocess
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from timing import median_seconds
+# OpenMP threads that spin while waiting (libgomp's default) lose most of their time to other
+# processes on a shared machine; passive waiting is set before torch (and paddle) load OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from humanseg.models import build_model
-from humanseg.models.info import count_flops, count_parameters
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from timing import median_times  # noqa: E402
+
+from humanseg.models import build_model  # noqa: E402
+from humanseg.models.info import count_flops, count_parameters  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PADDLE_PYTHON = ROOT / ".venv-paddle" / "bin" / "python"
@@ -51,7 +57,7 @@ def measure_ours(
 ) -> dict:
     """Params, FLOPs and latency per size, and one SGD training step."""
     model = build_model(spec)
-    result: dict = {"params": count_parameters(model), "flops": {}, "latency_s": {}}
+    result: dict = {"params": count_parameters(model), "flops": {}, "latency": {}}
     for height, width in sizes:
         key = f"{width}x{height}"
         result["flops"][key] = count_flops(model, height, width)
@@ -61,45 +67,52 @@ def measure_ours(
             with torch.no_grad():
                 return model(image)
 
-        result["latency_s"][key] = median_seconds(infer, repeats)
+        result["latency"][key] = median_times(infer, repeats)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     images = torch.randn(batch, 3, train_size, train_size)
     labels = torch.randint(0, 2, (batch, train_size, train_size))
 
-    def train_step() -> float:
+    def train_step() -> torch.Tensor:
         loss = F.cross_entropy(model(images), labels)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss)
+        return loss
 
-    result["train_step_s"] = median_seconds(train_step, max(2, repeats // 4))
+    result["train_step"] = median_times(train_step, max(2, repeats // 4))
     return result
 
 
 def measure_paddle(
-    plan: dict[str, list[tuple[int, int]]], batch: int, train_size: int, repeats: int, threads: int
-) -> dict[str, dict]:
-    """PaddleSeg's figures from tools/paddle_reference.py in `.venv-paddle`, by reference name."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    reference: str, sizes: list[tuple[int, int]], args: argparse.Namespace
+) -> dict | None:
+    """PaddleSeg's figures for one model from tools/paddle_reference.py in `.venv-paddle`."""
+    if args.no_paddle or not PADDLE_PYTHON.exists():
+        return None
+    threads = str(args.threads)
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "FLAGS_paddle_num_threads": threads}
     command = [
         str(PADDLE_PYTHON), str(ROOT / "tools" / "paddle_reference.py"), "bench",
-        "--plan", json.dumps(plan), "--train_batch", str(batch),
-        "--train_size", str(train_size), "--repeats", str(repeats),
+        "--plan", json.dumps({reference: sizes}), "--train_batch", str(args.batch),
+        "--train_size", str(args.train_size), "--repeats", str(args.repeats),
     ]
     output = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
-    rows = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
-    return {row["model"]: row for row in rows}
+    return next(json.loads(line) for line in output.splitlines() if line.startswith("{"))
 
 
-def ratio(theirs: float | None, ours: float) -> str:
-    """`x1.23` (PaddleSeg time / ours) or `-` when PaddleSeg was not measured."""
-    return f"x{theirs / ours:.2f}" if theirs else "-"
+def cells(ours: dict[str, float], theirs: dict[str, float] | None) -> str:
+    """`ours wall (cpu) | PaddleSeg wall (cpu) | ratio wall (cpu)` in milliseconds."""
+    mine = f"{ours['wall_s'] * 1e3:.1f} ({ours['cpu_s'] * 1e3:.1f})"
+    if not theirs:
+        return f"{mine} | - | -"
+    other = f"{theirs['wall_s'] * 1e3:.1f} ({theirs['cpu_s'] * 1e3:.1f})"
+    ratio = f"x{theirs['wall_s'] / ours['wall_s']:.2f} (x{theirs['cpu_s'] / ours['cpu_s']:.2f})"
+    return f"{mine} | {other} | {ratio}"
 
 
 def main() -> None:
-    """Measure every model and print one table."""
+    """Measure every model (PaddleSeg's right after ours) and print one markdown table."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
@@ -109,37 +122,24 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    paddle: dict[str, dict] = {}
-    if PADDLE_PYTHON.exists() and not args.no_paddle:
-        plan = {ref: sizes for _spec, ref, sizes in MODELS.values()}
-        paddle = measure_paddle(plan, args.batch, args.train_size, args.repeats, args.threads)
     print(
-        f"# torch {torch.__version__}, {args.threads} threads, {platform.processor() or 'cpu'}; "
-        f"median of {args.repeats} (latency) / {max(2, args.repeats // 4)} (train step) runs"
+        f"# torch {torch.__version__}, {args.threads} threads, {platform.machine()}; "
+        f"median of {args.repeats} (latency) / {max(2, args.repeats // 4)} (train step) runs; "
+        f"ms wall (ms CPU); OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}"
     )
-    print(
-        "| model | params | input WxH | GFLOPs | latency ms | PaddleSeg ms | speed-up |"
-    )
+    print("| model | params | input WxH | GFLOPs | ours ms | PaddleSeg ms | PaddleSeg / ours |")
     print("|---|---|---|---|---|---|---|")
-    for name, (spec, ref, sizes) in MODELS.items():
+    for name, (spec, reference, sizes) in MODELS.items():
         ours = measure_ours(spec, sizes, args.batch, args.train_size, args.repeats)
-        theirs = paddle.get(ref, {})
-        for key, seconds in ours["latency_s"].items():
-            their_seconds = theirs.get("latency_s", {}).get(key)
-            print(
-                f"| {name} | {ours['params'] / 1e6:.3f} M | {key} | "
-                f"{ours['flops'][key] / 1e9:.3f} | {seconds * 1e3:.1f} | "
-                f"{their_seconds * 1e3 if their_seconds else float('nan'):.1f} | "
-                f"{ratio(their_seconds, seconds)} |"
-            )
-        train = ours["train_step_s"]
-        their_train = theirs.get("train_step_s")
-        print(
-            f"| {name} train step (batch {args.batch}, {args.train_size}x{args.train_size}, "
-            f"fwd+bwd+SGD) | | | | {train * 1e3:.0f} | "
-            f"{their_train * 1e3 if their_train else float('nan'):.0f} | "
-            f"{ratio(their_train, train)} |"
-        )
+        theirs = measure_paddle(reference, sizes, args)
+        params = f"{ours['params'] / 1e6:.3f} M"
+        for key, times in ours["latency"].items():
+            their_times = theirs["latency"][key] if theirs else None
+            flops = ours["flops"][key] / 1e9
+            print(f"| {name} | {params} | {key} | {flops:.3f} | {cells(times, their_times)} |")
+        train = f"train step (batch {args.batch}, {args.train_size}x{args.train_size})"
+        their_train = theirs["train_step"] if theirs else None
+        print(f"| {name} | {params} | {train} | | {cells(ours['train_step'], their_train)} |")
 
 
 if __name__ == "__main__":

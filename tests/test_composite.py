@@ -9,7 +9,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
+from humanseg.data import build_dataset
 from humanseg.data.composite import PortraitComposite, coco_person_free_images
 from humanseg.data.split import is_validation
 from humanseg.errors import HumanSegError
@@ -208,3 +210,24 @@ def test_real_portraits_composite_onto_coco_backgrounds() -> None:
         assert image.dtype == np.uint8 and image.shape[:2] == label.shape
         assert max(label.shape) <= 256
         assert set(np.unique(label)) <= {0, 1} and label.any()
+
+
+def test_config_spec_builds_it_and_val_labels_keep_full_resolution(
+    source: dict, coco: Path
+) -> None:
+    transforms = [{"type": "Resize", "target_size": [32, 48]}, {"type": "Normalize"}]
+    spec = {"type": "PortraitComposite", "sources": [source], "num_classes": 2,
+            "backgrounds": str(coco), "transforms": transforms}
+    image, label = build_dataset(spec)[0]
+    assert image.dtype == torch.float32 and tuple(image.shape) == (3, 48, 32)
+    assert label.dtype == torch.int64 and tuple(label.shape) == (48, 32)
+    # Normalize maps pixel p to p / 127.5 - 1: the green person's centre is (-1, 1, -1).
+    np.testing.assert_allclose(image[:, 24, 16].numpy(), [-1.0, 1.0, -1.0], atol=1e-6)
+    image, label = build_dataset({**spec, "mode": "val"})[0]
+    assert tuple(image.shape) == (3, 48, 32) and tuple(label.shape) == (HEIGHT, WIDTH)
+    assert int(label.sum()) == 60 * 20
+
+
+def test_unknown_config_key_is_named(source: dict) -> None:
+    with pytest.raises(HumanSegError, match="colour_shfit"):
+        build_dataset({"type": "PortraitComposite", "sources": [source], "colour_shfit": 0.1})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -161,12 +163,14 @@ def test_base_inheritance_deep_merges_mappings_and_replaces_lists(tmp_path: Path
     assert "_base_" not in cfg
 
 
-def test_bases_chain_and_list_of_bases_apply_in_order(tmp_path: Path) -> None:
+def test_bases_chain_and_list_of_bases_earlier_base_wins(tmp_path: Path) -> None:
     write(tmp_path / "a.yml", "batch_size: 1\niters: 10\n")
     write(tmp_path / "b.yml", "_base_: a.yml\nbatch_size: 2\n")
-    write(tmp_path / "c.yml", "iters: 30\n")
+    write(tmp_path / "c.yml", "iters: 30\nbatch_size: 3\ntest_config: {aug_eval: true}\n")
     top = write(tmp_path / "sub" / "top.yml", "_base_: [../b.yml, ../c.yml]\n")
-    assert load_config(top) == {"batch_size": 2, "iters": 30}
+    # PaddleSeg merges the file over its first base, then that over the second: b (and its
+    # own base a) beat c wherever both set a key.
+    assert load_config(top) == {"batch_size": 2, "iters": 10, "test_config": {"aug_eval": True}}
 
 
 def test_inherited_false_replaces_the_base_mapping(tmp_path: Path) -> None:
@@ -335,3 +339,47 @@ def test_shipped_configs_build_their_model_and_loss(name: str) -> None:
     cfg = load_config(REPO / "configs" / "pp_humanseg" / name)
     assert build_model(cfg["model"]).num_classes == cfg["train_dataset"]["num_classes"] == 2
     build_loss_from_config(cfg["loss"])
+
+
+PADDLE_PYTHON = REPO / ".venv-paddle" / "bin" / "python"
+PADDLESEG_PARSE = (
+    "import json, sys, warnings; warnings.filterwarnings('ignore'); "
+    "from paddleseg.cvlibs.config import parse_from_yaml; "
+    "print(json.dumps(parse_from_yaml(sys.argv[1])))"
+)
+
+
+@pytest.mark.skipif(
+    not PADDLE_PYTHON.exists(), reason=".venv-paddle absent: `make paddle-venv` builds PaddleSeg"
+)
+def test_base_merging_matches_paddleseg_itself(tmp_path: Path) -> None:
+    write(tmp_path / "_base_" / "common.yml", CITYSCAPES_BASE + "val_dataset:\n  type: Dataset\n"
+          "  dataset_root: data/cityscapes\n  val_path: data/cityscapes/val.txt\n"
+          "  num_classes: 19\n  mode: val\n")
+    write(tmp_path / "_base_" / "schedule.yml", """\
+        iters: 500
+        optimizer: {weight_decay: 1.0e-4}
+        lr_scheduler: {type: PolynomialDecay, learning_rate: 0.05, end_lr: 0, power: 0.9}
+        test_config: {aug_eval: true, scales: [0.75, 1.0]}
+        """)
+    write(tmp_path / "models" / "mid.yml", """\
+        _base_: [../_base_/common.yml, ../_base_/schedule.yml]
+        model: {type: FCN, backbone: {type: HRNet_W18}, num_classes: 19}
+        train_dataset: {dataset_root: data/other}
+        """)
+    top = write(tmp_path / "models" / "top.yml", """\
+        _base_: mid.yml
+        batch_size: 8
+        train_dataset:
+          transforms: [{type: Normalize}]
+        val_dataset:
+          _inherited_: False
+          type: FolderDataset
+          dataset_root: data/portraits
+          num_classes: 19
+        """)
+    result = subprocess.run(
+        [str(PADDLE_PYTHON), "-c", PADDLESEG_PARSE, str(top)],
+        check=True, capture_output=True, text=True, timeout=300,
+    )
+    assert load_config(top) == json.loads(result.stdout.strip().splitlines()[-1])

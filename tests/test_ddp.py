@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from engine_fixtures import CE_LOSS, TinySegNet, blob_config, make_blob_dataset
+from engine_fixtures import (  # noqa: F401
+    CE_LOSS,
+    TinySegNet,
+    blob_config,
+    make_blob_dataset,
+    one_thread,
+)
 
 from humanseg.config import load_config
 from humanseg.engine.evaluate import evaluate
@@ -41,6 +47,7 @@ with open(os.path.join(out_dir, f"rank{{rank}}.json"), "w") as handle:
 
 
 @pytest.mark.skipif(not TORCHRUN.is_file(), reason=f"torchrun not found beside {sys.executable}")
+@pytest.mark.usefixtures("one_thread")
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -68,14 +75,10 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["best_model", "iter_3"]
 
     # One process, batch 2 x 2 processes = 4: the same samples, so the same weights.
+    # (One thread, as each torchrun worker has, so that float results are comparable.)
     monkeypatch.setitem(MODELS, "TinySegNet", TinySegNet)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        single = train(load_config(config), tmp_path / "single", batch_size=4, seed=0,
-                       save_interval=3, log_iters=1, progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    single = train(load_config(config), tmp_path / "single", batch_size=4, seed=0,
+                   save_interval=3, log_iters=1, progress=False)
     single_state = single.model.state_dict()
     for name, value in rank0.items():
         torch.testing.assert_close(value, single_state[name], rtol=1e-5, atol=1e-6)

@@ -12,6 +12,7 @@ from deploy_fixtures import write_model
 from skimage import data
 
 from humanseg.deploy import demo
+from humanseg.errors import HumanSegError
 from humanseg.io import read_image, read_mask
 from humanseg.weights import DEFAULT_CONFIG, DEFAULT_MODEL
 
@@ -71,3 +72,17 @@ def test_demo_with_the_packaged_model(tmp_path: Path) -> None:
     # The astronaut fills the lower middle of the photo; the top-right corner is background.
     assert mask[300:, 150:400].mean() > 0.7
     assert mask[:60, 450:].mean() < 0.2
+
+
+def test_missing_packaged_model_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    import humanseg.weights
+
+    config = tmp_path / "default.yml"
+    config.write_text("model: {type: PPHumanSegLite, num_classes: 2}\n")
+    monkeypatch.setattr(humanseg.weights, "DEFAULT_CONFIG", config)
+    monkeypatch.setattr(humanseg.weights, "DEFAULT_MODEL", tmp_path / "default.pt")
+    with pytest.raises(HumanSegError, match=r"default\.pt: packaged default model file is missing"):
+        run_demo("--save_dir", str(tmp_path / "demo"))
+    with pytest.raises(HumanSegError, match="give both --config and --model_path"):
+        run_demo("--save_dir", str(tmp_path / "demo"), "--config", "some.yml")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["default.yml"]

@@ -87,6 +87,9 @@ def test_wrong_channel_count_is_a_clear_error() -> None:
         ),
         ({**HRNET_SMALL, "backbone_indices": [3]}, r"backbone_indices \[3\] do not fit"),
         ({"type": "PPHumanSegLite"}, r"num_classes"),
+        ({**LITE, "num_classes": 0}, r"PPHumanSegLite: num_classes must be an integer >= 1"),
+        ({**HRNET_SMALL, "num_classes": "two"}, r"FCN: num_classes must be an integer >= 1"),
+        ({"type": ["FCN"], "num_classes": 2}, r"model.type: unknown \['FCN'\]"),
     ],
 )
 def test_bad_specs_raise_humanseg_error(spec: dict, message: str) -> None:
@@ -286,3 +289,21 @@ def test_info_cli_needs_a_size(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert "100x64 (HxW) is not a multiple of 32" in capsys.readouterr().err
     assert main(["info", "--config", str(config), "--input_size", "64", "64"]) == 0
     assert "model: FCN (HRNet_W18_Small_V1), 3 classes" in capsys.readouterr().out
+
+
+CONFIGS = sorted(  # every runnable config; files under _base_/ are fragments without a model
+    path
+    for path in (Path(__file__).resolve().parents[1] / "configs").rglob("*.yml")
+    if "_base_" not in path.parts
+)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_info_works_for_every_shipped_config(
+    config: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # URL `pretrained` keys warn that they are ignored
+        assert main(["info", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "parameters: " in out and "FLOPs: " in out

@@ -49,6 +49,30 @@ def test_predictor_resizes_logits_then_applies_softmax() -> None:
     assert probabilities.sum(axis=0) == pytest.approx(np.ones((8, 12)), abs=1e-6)
 
 
+def test_padding_added_by_the_pipeline_is_cropped_before_resizing() -> None:
+    def pad_to_square(image: np.ndarray, label: np.ndarray | None):
+        """Pads a 4 x 8 photo at the bottom to 8 x 8 (label 255 there), like PaddingByAspectRatio."""
+        height, width = image.shape[:2]
+        chw = np.zeros((3, width, width), np.float32)
+        chw[:, :height] = image.transpose(2, 0, 1) / 255
+        if label is None:
+            return chw, None
+        padded = np.full((width, width), 255, np.int64)
+        padded[:height] = label
+        return chw, padded
+
+    def forward(batch: np.ndarray) -> np.ndarray:
+        person = np.full((8, 8), -5.0, np.float32)
+        person[:4, :4] = 5.0  # the photo's left half
+        person[4:, :] = 5.0  # the padding: must not leak into the photo
+        return np.stack([np.zeros_like(person), person])[None]
+
+    probabilities = Predictor.from_pipeline(forward, pad_to_square, 2)(np.zeros((4, 8, 3), np.uint8))
+    sigmoid = 1 / (1 + math.exp(-5.0))
+    assert probabilities[1, :, :4] == pytest.approx(np.full((4, 4), sigmoid), abs=1e-6)
+    assert probabilities[1, :, 4:] == pytest.approx(np.full((4, 4), 1 - sigmoid), abs=1e-6)
+
+
 def test_predictor_rejects_output_of_the_wrong_class_count() -> None:
     predictor = Predictor(lambda batch: np.zeros((1, 3, 2, 2), np.float32),
                           lambda image: np.zeros((3, 2, 2), np.float32), num_classes=2)
@@ -125,6 +149,18 @@ def test_predict_verb_writes_four_outputs_per_image(lite_model, tmp_path: Path, 
         assert np.all(alpha[label == 1] >= 128) and np.all(alpha[label == 0] <= 128)
     leftovers = [p for p in tmp_path.rglob("*") if p.name.startswith(".")]
     assert leftovers == []
+
+
+def test_predict_reads_a_paddleseg_image_list(lite_model, tmp_path: Path) -> None:
+    config, model_path, photos = lite_model
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "tall.jpg").write_bytes((photos / "tall.jpg").read_bytes())
+    listing = tmp_path / "lists" / "val.txt"  # relative entries, an absolute one, a blank line
+    listing.write_text(f"tall.jpg masks/tall.png\n\n{photos / 'wide.png'}\n")
+    assert main(["predict", "--config", str(config), "--model_path", str(model_path),
+                 "--image_path", str(listing), "--save_dir", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out" / "label").iterdir()) == [
+        "tall.png", "wide.png"]
 
 
 def test_predict_positional_image_and_onnxruntime_backend(lite_model, tmp_path: Path) -> None:

@@ -142,6 +142,15 @@ def test_ignored_pixels_count_for_neither_side() -> None:
     assert batch == pytest.approx(single / 2, abs=1e-6)
 
 
+@pytest.mark.parametrize("ignore_index", [-1, 1000])
+def test_ignore_index_outside_the_label_dtype_range(ignore_index: int) -> None:
+    rng = np.random.default_rng(4)
+    pred, label = random_maps(rng, 12, 3, 1.0)
+    moved = np.where(label == 255, ignore_index, label)
+    value = sc_value(pred, moved, num_classes=3, ignore_index=ignore_index)
+    assert value == pytest.approx(reference_sc_loss(pred, label), abs=1e-6)
+
+
 def test_empty_image_is_zero() -> None:
     background = np.zeros((5, 5), dtype=np.int64)
     assert sc_value(background, background) == 0.0  # no person on either side
@@ -237,6 +246,22 @@ def test_matches_reference_on_random_maps(connectivity: int) -> None:
         assert value == pytest.approx(float(np.mean(expected)), abs=1e-6)
 
 
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_gradient_matches_finite_differences(num_classes: int) -> None:
+    rng = np.random.default_rng(num_classes)
+    maps = [random_maps(rng, 8, num_classes, smooth) for smooth in (0.0, 1.0, 2.0, 2.0)]
+    pred, label = (np.stack(pair) for pair in zip(*maps, strict=True))
+    label[0] = np.where(label[0] == 255, 255, 0)  # the last class only predicted: false alarm
+    label[1, 2:5, 2:5] = 1
+    pred[1][pred[1] == 1] = 0  # class 1 labelled but never predicted: missed
+    one_hot = np.eye(num_classes)[pred].transpose(0, 3, 1, 2)
+    logits = torch.from_numpy(2.0 * one_hot + rng.normal(0, 0.3, one_hot.shape))
+    logits.requires_grad_(True)
+    loss = SemanticConnectivityLoss(max_pred_num_conn=3)
+    labels = torch.from_numpy(label)
+    assert torch.autograd.gradcheck(lambda x: loss.per_image(x, labels), (logits,))
+
+
 def test_one_gradient_step_raises_connectivity() -> None:
     label = np.zeros((1, 12, 12), dtype=np.int64)
     label[0, 2:10, 2:10] = 1  # an 8 x 8 person
@@ -265,22 +290,29 @@ def test_one_gradient_step_raises_connectivity() -> None:
 def test_plane_softmax_matches_torch_softmax_and_argmax(num_classes: int) -> None:
     generator = torch.Generator().manual_seed(num_classes)
     logits = torch.randn(2, num_classes, 5, 6, generator=generator, dtype=torch.float64)
-    logits[0, :, 0, 0] = 0.0  # an exact tie: the lower class wins, as argmax
-    logits.requires_grad_(True)
     class_map = torch.randint(0, num_classes, (2, 5, 6), generator=generator)
-    softmax = PlaneSoftmax(logits)
-    assert torch.equal(softmax.pred.long(), logits.argmax(1))
-    oracle = logits.softmax(1)
-    expected_pred = oracle.gather(1, logits.argmax(1)[:, None])[:, 0]
-    expected_map = oracle.gather(1, class_map[:, None])[:, 0]
-    torch.testing.assert_close(softmax.pred_probability(), expected_pred)
-    torch.testing.assert_close(softmax.probability(class_map), expected_map)
     weights = torch.rand(2, 5, 6, generator=generator, dtype=torch.float64)
-    for ours, theirs in ((softmax.pred_probability(), expected_pred),
-                         (softmax.probability(class_map), expected_map)):
-        (ours_grad,) = torch.autograd.grad((ours * weights).sum(), logits, retain_graph=True)
-        (oracle_grad,) = torch.autograd.grad((theirs * weights).sum(), logits, retain_graph=True)
-        torch.testing.assert_close(ours_grad, oracle_grad)
+    tied = logits.clone()
+    tied[0, :, 0, 0] = 0.0  # an exact tie: the lower class wins, as with argmax
+    for values, check_gradient in ((tied, False), (logits, True)):
+        values = values.clone().requires_grad_(True)
+        softmax = PlaneSoftmax(values)
+        assert torch.equal(softmax.pred.long(), values.argmax(1))
+        oracle = values.softmax(1)
+        expected_pred = oracle.gather(1, values.argmax(1)[:, None])[:, 0]
+        expected_map = oracle.gather(1, class_map[:, None])[:, 0]
+        pairs = ((softmax.pred_probability(), expected_pred),
+                 (softmax.probability(class_map), expected_map))
+        for ours, theirs in pairs:
+            torch.testing.assert_close(ours, theirs)
+            if check_gradient:  # away from ties, where the argmax class's probability has a kink
+                (ours_grad,) = torch.autograd.grad(
+                    (ours * weights).sum(), values, retain_graph=True
+                )
+                (oracle_grad,) = torch.autograd.grad(
+                    (theirs * weights).sum(), values, retain_graph=True
+                )
+                torch.testing.assert_close(ours_grad, oracle_grad)
 
 
 def test_soft_value_uses_probability_sums() -> None:

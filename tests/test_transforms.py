@@ -235,3 +235,42 @@ def test_deterministic_transforms_match_paddleseg(tmp_path: Path) -> None:
         # PaddleSeg resizes float32 pixels, we resize uint8 ones: at most one grey level apart.
         scale = 1.0 if specs[-1]["type"] != "Normalize" else 2.0 / 255 / 0.2 * 0.5
         np.testing.assert_allclose(ours, theirs, atol=1.01 * scale, err_msg=str(specs))
+
+
+def test_resize_by_short_caps_the_long_side_per_image() -> None:
+    transforms = build_transforms([{"type": "ResizeByShort", "short_size": 40, "max_size": 40}])
+    # 47x53: 40 / 47 * 53 = 45.1 > 40, so short = int(40 / 53 * 47) = 35 and long = 39.47 -> 39.
+    assert transforms(grid_image(47, 53))[0].shape == (3, 35, 39)
+    # A square image is not capped, whatever came before (PaddleSeg 2.8 would keep 35).
+    assert transforms(grid_image(20, 20))[0].shape == (3, 40, 40)
+
+
+def test_category_max_ratio_crop_prefers_mixed_windows_and_crops_the_image() -> None:
+    image = grid_image(40, 40)
+    label = (np.arange(40)[None, :] < 20).repeat(40, axis=0).astype(np.uint8)
+    specs = [{"type": "RandomPaddingCrop", "crop_size": [10, 10], "category_max_ratio": 0.9,
+              "loop_times": 30}]
+    for seed in range(5):
+        out, out_label = run(specs, image, label, seed)
+        assert set(np.unique(out_label)) == {0, 1}
+        np.testing.assert_array_equal(out_label == 1, out[0] < 20)  # image and label aligned
+
+
+def test_noise_and_other_blurs_keep_labels_and_range() -> None:
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    label = rng.integers(0, 2, (20, 20), dtype=np.uint8)
+    specs = [{"type": "RandomNoise", "prob": 1.0},
+             {"type": "RandomBlur", "prob": 1.0, "blur_type": "median"},
+             {"type": "RandomBlur", "prob": 1.0, "blur_type": "random"}]
+    for spec in specs:
+        out, out_label = run([spec], image, label)
+        np.testing.assert_array_equal(out_label, label)
+        assert out.min() >= 0 and out.max() <= 255
+        assert not np.array_equal(out, image.transpose(2, 0, 1))
+
+
+def test_normalize_accepts_one_value_for_all_channels() -> None:
+    image = np.full((1, 1, 3), 51, np.uint8)
+    out, _ = run([{"type": "Normalize", "mean": [0.0], "std": [0.5]}], image)
+    np.testing.assert_allclose(out[:, 0, 0], [0.4, 0.4, 0.4], atol=1e-6)

@@ -180,4 +180,38 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path, model_files) -> None:
         run_video("--input", "57", "--output", str(output), *model_args)
     with pytest.raises(HumanSegError, match="#RRGGBB"):
         run_video("--input", str(corrupt), "--output", str(output), "--background", "#12")
+    with pytest.raises(HumanSegError, match="out.gif: end it in one of .mp4"):
+        run_video("--input", str(corrupt), "--output", str(tmp_path / "out.gif"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.mp4"]
+
+
+def interrupted_after(frames: list[np.ndarray], count: int):
+    """Yield `count` frames, then raise KeyboardInterrupt as Ctrl-C on a webcam would."""
+    yield from frames[:count]
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["webcam", "file"])
+def test_ctrl_c_keeps_a_webcam_recording_only(tmp_path: Path, keep: bool) -> None:
+    frames = still_frames(5)
+    output = tmp_path / "out.mp4"
+
+    def segment(frame: np.ndarray) -> np.ndarray:
+        return np.ones(frame.shape[:2], np.float32)
+
+    if keep:
+        stats = video.write_video(
+            interrupted_after(frames, 3),
+            segment,
+            Background(blur=True),
+            output,
+            fps=10,
+            keep_on_interrupt=True,
+        )
+        assert stats.frames == 3 and len(read_video(output)) == 3
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            video.write_video(
+                interrupted_after(frames, 3), segment, Background(blur=True), output, fps=10
+            )
+        assert list(tmp_path.iterdir()) == []

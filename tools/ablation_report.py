@@ -97,7 +97,10 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """TensorBoard scalars of a run as {tag: [(step, value), ...]} (last write of each step)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    folder = run_dir / "tensorboard"
+    if not folder.is_dir():
+        raise HumanSegError(f"{folder}: no TensorBoard scalars (train with --use_vdl)")
+    accumulator = EventAccumulator(str(folder), size_guidance={"scalars": 0})
     accumulator.Reload()
     curves = {}
     for tag in accumulator.Tags()["scalars"]:

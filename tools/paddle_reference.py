@@ -9,7 +9,7 @@ the test fixtures in tests/data/paddleseg/.
 
 `bench --plan JSON`: prints one JSON line per model with PaddleSeg's CPU latency and
 training-step time, measured the same way as `benchmarks/bench_models.py` measures ours (which
-calls it with OMP_NUM_THREADS set).
+calls it with FLAGS_paddle_num_threads and OMP_NUM_THREADS set).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ warnings.filterwarnings("ignore")
 import paddle  # noqa: E402
 from paddleseg.models import FCN, PPHumanSegLite  # noqa: E402
 from paddleseg.models.backbones import HRNet_W18, HRNet_W18_Small_V1  # noqa: E402
-from timing import median_seconds  # noqa: E402
+from timing import median_times  # noqa: E402
 
 # name -> (builder, parity input shape N, C, H, W, range of the random BN scales). The deep
 # HRNet-W18 gets smaller BN scales so that its residual sums, and so its logits, stay O(1).
@@ -109,7 +109,7 @@ def bench_model(
             with paddle.no_grad():
                 return model(image)[0].numpy()
 
-        latency[f"{width}x{height}"] = median_seconds(infer, repeats)
+        latency[f"{width}x{height}"] = median_times(infer, repeats)
     model.train()
     optimizer = paddle.optimizer.SGD(learning_rate=0.01, parameters=model.parameters())
     images = paddle.randn([train_batch, 3, train_size, train_size])
@@ -120,9 +120,9 @@ def bench_model(
         loss.backward()
         optimizer.step()
         optimizer.clear_grad()
-        return float(loss)
+        return loss
 
-    return {"latency_s": latency, "train_step_s": median_seconds(train_step, max(2, repeats // 4))}
+    return {"latency": latency, "train_step": median_times(train_step, max(2, repeats // 4))}
 
 
 def bench(

@@ -7,9 +7,9 @@ several samples; PIPELINES.json is a JSON list of PaddleSeg transform lists
 `apply IN.npz PIPELINES.json OUT.npz`: for pipeline i, OUT gets `image_i` (CHW float32,
 PaddleSeg's output) and `label_i`; tests/test_transforms.py compares them with humanseg's.
 
-`bench IN.npz PIPELINES.json SEED`: prints the median seconds per sample of pipeline 0 over the
-samples (PaddleSeg's Compose from a float32 image, as its Dataset feeds it, on one thread), for
-benchmarks/bench_transforms.py.
+`bench IN.npz PIPELINES.json SEED`: prints the median wall and CPU seconds per sample of pipeline 0
+over the samples as JSON (PaddleSeg's Compose from a float32 image, as its Dataset feeds it, on
+one thread), for benchmarks/bench_transforms.py.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 warnings.filterwarnings("ignore")
 from paddleseg.cvlibs import manager  # noqa: E402
 from paddleseg.transforms import Compose  # noqa: E402
-from timing import median_seconds  # noqa: E402
+from timing import median_times  # noqa: E402
 
 
 def build(specs: list[dict]) -> Compose:
@@ -73,7 +73,8 @@ def main(mode: str, in_path: str, pipelines_path: str, extra: str) -> None:
         for image, label in pairs:
             run_pipeline(compose, image, label)
 
-    print(json.dumps({"seconds_per_sample": median_seconds(one_pass, repeats=5) / len(pairs)}))
+    times = median_times(one_pass, repeats=5)
+    print(json.dumps({key: value / len(pairs) for key, value in times.items()}))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """PaddleSeg-style YAML configs: `_base_` inheritance, deep merge, validation naming key and file.
 
-A config file may name one or more `_base_` files (paths relative to itself). Bases are loaded
-first, in order, and the file's own keys are deep-merged over them: mappings merge key by key,
-everything else (lists included) is replaced. A mapping holding `_inherited_: false` replaces its
-base mapping instead of merging (PaddleSeg's switch). Every key remembers the file that set it, so
-a validation error names the key and the file it came from.
+A config file may name one or more `_base_` files (paths relative to itself). The file's own keys
+are deep-merged over its bases, and an earlier base over a later one (PaddleSeg's order): mappings
+merge key by key, everything else (lists included) is replaced. A mapping holding
+`_inherited_: false` replaces the inherited mapping instead of merging (PaddleSeg's switch; here it
+holds against every base, and the flag never reaches the result). Every key remembers the file
+that set it, so a validation error names the key and the file it came from.
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ def _load_tree(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], dic
     raw = _read_yaml(path)
     merged: dict[str, Any] = {}
     origins: dict[KeyPath, Path] = {}
-    for base in _base_paths(raw, path):
+    for base in reversed(_base_paths(raw, path)):  # merged last to first: earlier bases win
         if not base.is_file():
             raise HumanSegError(f"{path}: {BASE_KEY} file {base} not found")
         tree, tree_origins = _load_tree(base, (*chain, resolved))

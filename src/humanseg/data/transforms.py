@@ -4,11 +4,12 @@ A config lists transforms as `{type: Name, **params}`; `build_transforms(specs)`
 a `SegTransforms` pipeline. Images stay RGB uint8 through the geometric and colour ops;
 `Normalize` (PaddleSeg default mean = std = 0.5 on [0, 1] pixels) makes them float32. Sizes follow
 PaddleSeg: `target_size` / `crop_size` are `[width, height]` (or one int for a square). Padding
-fills the image with 127.5 and the label with 255 (the ignore index), at the bottom and right.
+fills the image with 127.5 (128 on uint8 pixels) and the label with 255 (the ignore index), at the
+bottom and right.
 
-Randomness: albumentations keeps its own generator, so the pipeline reseeds it from Python's
-`random` on every call; seeding `random` (as the trainer and each DataLoader worker do) makes
-augmentation reproducible.
+Randomness: albumentations keeps its own generators, so on every call the pipeline hands all its
+ops one stream seeded from Python's `random`; seeding `random` (as the trainer and each DataLoader
+worker do) makes augmentation reproducible.
 """
 
 from __future__ import annotations
@@ -520,7 +521,8 @@ class SegTransforms:
         self, image: np.ndarray, label: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Transform an image and its label together; the label may be None (inference)."""
-        self.pipeline.set_random_seed(random.getrandbits(32))
+        seed = random.getrandbits(32)  # one shared stream per call: cheaper than set_random_seed
+        self.pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
         if label is None:
             out = self.pipeline(image=image)
         else:

@@ -9,7 +9,11 @@ dynamic export at a second size and batch 2), so a broken export never reaches t
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +59,21 @@ def check_input_size(model: torch.nn.Module, height: int, width: int) -> None:
         )
 
 
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Hide the exporter's chatter (missing-torchvision notices, deprecation warnings)."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Class probabilities over axis 1 of [N, C, H, W] logits."""
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -93,18 +112,19 @@ def export_onnx(
     output = Path(output)
     with atomic_path(output) as tmp:
         try:
-            torch.onnx.export(
-                model,
-                (example,),
-                str(tmp),
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                opset_version=OPSET,
-                dynamo=True,
-                dynamic_shapes=dynamic_shapes,
-                external_data=False,
-                verbose=False,
-            )
+            with quiet_exporter():
+                torch.onnx.export(
+                    model,
+                    (example,),
+                    str(tmp),
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    opset_version=OPSET,
+                    dynamo=True,
+                    dynamic_shapes=dynamic_shapes,
+                    external_data=False,
+                    verbose=False,
+                )
         except HumanSegError:
             raise
         except Exception as error:

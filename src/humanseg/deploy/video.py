@@ -33,6 +33,7 @@ from humanseg.io import atomic_path
 
 FALLBACK_FPS = 25.0
 FOURCC = "mp4v"
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi")
 
 Segmenter = Callable[[np.ndarray], np.ndarray]
 
@@ -148,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
     """Open the input, build the predictor, write the composed video and print the speed."""
     if args.max_frames is not None and args.max_frames <= 0:
         raise HumanSegError(f"--max_frames must be positive, got {args.max_frames}")
+    if Path(args.output).suffix.lower() not in VIDEO_SUFFIXES:
+        raise HumanSegError(f"--output {args.output}: end it in one of {', '.join(VIDEO_SUFFIXES)}")
     background = parse_background(args.background)
     capture = open_capture(args.input)
     try:
@@ -155,13 +158,13 @@ def run(args: argparse.Namespace) -> int:
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not is_camera(args.input) else 0
         if args.max_frames is not None and total > 0:
             total = min(total, args.max_frames)
-        fps = capture.get(cv2.CAP_PROP_FPS) or FALLBACK_FPS
+        fps = capture.get(cv2.CAP_PROP_FPS)  # 0 (or NaN) when the source does not say
         stats = write_video(
             read_frames(capture, args.max_frames),
             lambda frame: person_probability(predictor(frame)),
             background,
             args.output,
-            fps=fps if fps > 0 else FALLBACK_FPS,
+            fps=fps if fps > 0 else FALLBACK_FPS,  # NaN > 0 is False too
             smooth=not args.no_smooth,
             total=total or None,
             keep_on_interrupt=is_camera(args.input),

@@ -1,1 +1,6 @@
-"""humanseg.engine."""
+"""Training, evaluation and prediction: `train`, `evaluate` and `predict` verbs and their helpers.
+
+`checkpoint` (atomic checkpoints, RNG state), `optim` (optimizer and lr schedule from a config),
+`sampling` (resumable data order), `distributed` (torchrun / DDP), `runtime` (device, precision,
+model loading).
+"""

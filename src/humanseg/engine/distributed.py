@@ -74,9 +74,9 @@ def gather_to_main(context: DistContext, value: Any) -> list[Any]:
 
 
 def mean_across_ranks(context: DistContext, values: torch.Tensor) -> torch.Tensor:
-    """The element-wise mean of a float tensor over all ranks (for logged losses)."""
+    """The element-wise mean of a float tensor over all ranks (for logged losses), on the CPU."""
     if not context.is_distributed:
-        return values
+        return values.detach().cpu()
     reduced = values.detach().clone().to(context.device)
     dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
     return reduced.cpu() / context.world_size

@@ -59,7 +59,9 @@ def build_optimizer(
 
 
 class LearningRateCurve:
-    """Learning rate as a function of the 0-based iteration: linear warmup, then poly or cosine.
+    """Learning rate as a function of the 0-based iteration: linear warmup, then a decay.
+
+    Kinds: `poly` (Paddle's PolynomialDecay), `poly_cycle` (its cycle=True), `cosine`, `constant`.
 
     A plain object (not a closure) so that LambdaLR's state_dict can save and restore it.
     """
@@ -83,7 +85,12 @@ class LearningRateCurve:
         if step < self.warmup_iters:
             fraction = step / self.warmup_iters
             return self.warmup_start_lr + (self.base_lr - self.warmup_start_lr) * fraction
-        progress = min(step - self.warmup_iters, self.decay_steps) / self.decay_steps
+        decay_step = step - self.warmup_iters
+        if self.kind == "poly_cycle":  # Paddle's cycle=True: restart at each decay_steps multiple
+            period = self.decay_steps * max(1, math.ceil(decay_step / self.decay_steps))
+            progress = decay_step / period
+        else:
+            progress = min(decay_step, self.decay_steps) / self.decay_steps
         if self.kind == "cosine":
             cosine = (1 + math.cos(math.pi * progress)) / 2
             return self.end_lr + (self.base_lr - self.end_lr) * cosine
@@ -110,7 +117,8 @@ def learning_rate_curve(
         kind = kinds[kind_name]
         allowed = {"learning_rate": None, "warmup_iters": 0, "warmup_start_lr": 0.0}
         if kind == "poly":
-            allowed |= {"end_lr": 0.0, "power": 1.0, "decay_steps": None, "cycle": False}
+            # paddle.optimizer.lr.PolynomialDecay's defaults
+            allowed |= {"end_lr": 1e-4, "power": 1.0, "decay_steps": None, "cycle": False}
         else:
             allowed |= {"eta_min": 0.0, "T_max": None}
         opts = _take(scheduler, allowed, "lr_scheduler")
@@ -118,10 +126,9 @@ def learning_rate_curve(
         if base_lr is None:
             raise HumanSegError("lr_scheduler.learning_rate: missing (or pass --learning_rate)")
         if kind == "poly":
-            if opts["cycle"]:
-                raise HumanSegError("lr_scheduler.cycle: cyclic PolynomialDecay is not supported")
             return LearningRateCurve(
-                float(base_lr), total_iters, "poly", power=opts["power"], end_lr=opts["end_lr"],
+                float(base_lr), total_iters, "poly_cycle" if opts["cycle"] else "poly",
+                power=opts["power"], end_lr=opts["end_lr"],
                 warmup_iters=opts["warmup_iters"], warmup_start_lr=opts["warmup_start_lr"],
                 decay_steps=opts["decay_steps"],
             )

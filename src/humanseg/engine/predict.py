@@ -29,6 +29,7 @@ from humanseg.io import list_images, read_image, write_image
 
 Forward = Callable[[np.ndarray], np.ndarray]
 Transform = Callable[[np.ndarray], np.ndarray]
+PairedTransform = Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray | None]]
 ADDED_IMAGE_WEIGHT = 0.6  # PaddleSeg's visualize(): 0.6 * image + 0.4 * pseudo-colour
 OUTPUT_DIRS = ("label", "pseudo_color_prediction", "added_prediction", "cutout")
 
@@ -71,17 +72,41 @@ class Predictor:
         self.forward = forward
         self.transforms = transforms
         self.num_classes = int(num_classes)
+        self.pipeline: PairedTransform | None = None
+
+    @classmethod
+    def from_pipeline(cls, forward: Forward, pipeline: PairedTransform,
+                      num_classes: int) -> Predictor:
+        """A Predictor whose paired pipeline `(image, label) -> (chw, label)` also tells where
+        the photo lies in the network input, so padding (e.g. PaddingByAspectRatio) is cropped
+        off before the logits are resized back to the photo."""
+        predictor = cls(forward, lambda image: pipeline(image, None)[0], num_classes)
+        predictor.pipeline = pipeline
+        return predictor
+
+    def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice] | None]:
+        """The network input and, with a paired pipeline, the box the photo covers in it."""
+        if self.pipeline is None:
+            return np.asarray(self.transforms(image), dtype=np.float32), None
+        inputs, footprint = self.pipeline(image, np.ones(image.shape[:2], np.uint8))
+        rows = np.flatnonzero((footprint == 1).any(axis=1))
+        cols = np.flatnonzero((footprint == 1).any(axis=0))
+        if rows.size == 0 or cols.size == 0:
+            return np.asarray(inputs, dtype=np.float32), None
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        return np.asarray(inputs, dtype=np.float32), box
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """Class probabilities float32 [C, H, W] at the size of `image` (RGB uint8 [H, W, 3])."""
         height, width = image.shape[:2]
-        inputs = np.asarray(self.transforms(image), dtype=np.float32)
+        inputs, box = self._prepare(image)
         logits = np.asarray(self.forward(inputs[None]))
         if logits.ndim != 4 or logits.shape[:2] != (1, self.num_classes):
             raise HumanSegError(f"model output has shape {logits.shape}, expected "
                                 f"[1, {self.num_classes}, h, w]")
+        scores = logits[0] if box is None else logits[0][:, box[0], box[1]]
         # Resize logits (not probabilities) to the image, then softmax, as PaddleSeg does.
-        resized = cv2.resize(logits[0].transpose(1, 2, 0), (width, height),
+        resized = cv2.resize(np.ascontiguousarray(scores.transpose(1, 2, 0)), (width, height),
                              interpolation=cv2.INTER_LINEAR).reshape(height, width, -1)
         resized = resized - resized.max(axis=2, keepdims=True)
         exp = np.exp(resized)
@@ -104,6 +129,18 @@ def render_outputs(image: np.ndarray, probabilities: np.ndarray) -> dict[str, np
         "added_prediction": alpha_blend(image, pseudo.astype(np.float32), weight),
         "cutout": rgba_cutout(image, person),
     }
+
+
+def image_paths(source: str | Path) -> list[Path]:
+    """An image, a folder of images, or (as in PaddleSeg) a `.txt` list whose lines start with
+    an image path relative to the list's folder (a label path after it is ignored)."""
+    path = Path(source)
+    if path.is_file() and path.suffix.lower() == ".txt":
+        entries = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+        if not entries:
+            raise HumanSegError(f"{path}: image list is empty")
+        return [path.parent / entry for entry in entries]
+    return list_images(path)
 
 
 def output_names(paths: list[Path]) -> list[str]:
@@ -143,9 +180,13 @@ def build_predictor(args: argparse.Namespace) -> Predictor:
         from humanseg.deploy.onnx_runtime import OnnxRuntimeForward
 
         cfg = load_config(config_path)
-        forward: Forward = OnnxRuntimeForward(model_path)
-        num_classes = int((cfg.get("model") or {}).get("num_classes") or
-                          getattr(forward, "num_classes", None) or 2)
+        onnx_forward = OnnxRuntimeForward(model_path)
+        forward: Forward = onnx_forward
+        classes = onnx_forward.num_classes or (cfg.get("model") or {}).get("num_classes")
+        if classes is None:
+            raise HumanSegError(f"{model_path}: class count unknown (dynamic output) and "
+                                f"{config_path} has no model.num_classes")
+        num_classes = int(classes)
     else:
         device = resolve_device(args.device)
         check_precision(args.precision, device)
@@ -154,14 +195,15 @@ def build_predictor(args: argparse.Namespace) -> Predictor:
         num_classes = int(model.num_classes)
     if "val_dataset" not in cfg or "transforms" not in cfg["val_dataset"]:
         raise HumanSegError(f"{config_path}: val_dataset.transforms is needed for preprocessing")
-    transforms = build_transforms(cfg["val_dataset"]["transforms"], ("val_dataset", "transforms"))
-    return Predictor(forward, transforms.preprocess, num_classes)
+    pipeline = build_transforms(cfg["val_dataset"]["transforms"], ("val_dataset", "transforms"))
+    return Predictor.from_pipeline(forward, pipeline, num_classes)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `humanseg predict` / `python predict.py` (PaddleSeg's names)."""
     parser.add_argument("image", nargs="?", help="an image or folder (same as --image_path)")
-    parser.add_argument("--image_path", help="an image file or a folder of images")
+    parser.add_argument("--image_path",
+                        help="an image, a folder of images or a .txt list of image paths")
     parser.add_argument("--config", help="config file (default: the packaged model's)")
     parser.add_argument("--model_path", help="model.pt, or model.onnx with --backend onnxruntime")
     parser.add_argument("--save_dir", default="output/result", help="where the outputs go")
@@ -177,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
     source = args.image_path or args.image
     if not source:
         raise HumanSegError("no image given: humanseg predict PHOTO.jpg (or --image_path DIR)")
-    paths = list_images(source)
+    paths = image_paths(source)
     predictor = build_predictor(args)
     save_dir = Path(args.save_dir)
     names = output_names(paths)

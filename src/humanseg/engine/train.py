@@ -134,7 +134,6 @@ class _Trainer:
         self.loss = build_loss_from_config(cfg["loss"]).to(self.device)
         self.train_dataset = build_dataset(cfg["train_dataset"])
         self.val_dataset = build_dataset(cfg["val_dataset"]) if opts.do_eval else None
-        self.ignore_index = int(cfg["train_dataset"].get("ignore_index", 255))
 
         curve = learning_rate_curve(cfg, self.iters, opts.learning_rate)
         self.optimizer = build_optimizer(
@@ -188,9 +187,6 @@ class _Trainer:
         with autocast(self.device, self.opts.precision):
             logits = self.network(images)
         total, terms = self.loss(logits.float(), labels)
-        if not torch.isfinite(total):
-            raise HumanSegError(f"loss is {total.item()} (not finite); lower the learning rate "
-                                "or check the labels")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)
@@ -257,8 +253,9 @@ class _Trainer:
 
             writer = SummaryWriter(str(self.save_dir / TENSORBOARD_DIR),
                                    purge_step=self.start_iter + 1)
+        # disable=None: the bar shows on a terminal only; log files get the [TRAIN] lines.
         bar = tqdm(total=self.iters, initial=self.start_iter, unit="it", dynamic_ncols=True,
-                   disable=not (main and self.opts.progress), file=sys.stderr)
+                   disable=None if main and self.opts.progress else True, file=sys.stderr)
         window: dict[str, torch.Tensor] = {}
         window_steps = 0
         started = time.monotonic()
@@ -270,7 +267,7 @@ class _Trainer:
                 labels = labels.to(self.device, non_blocking=True).long()
                 lr = self.optimizer.param_groups[0]["lr"]
                 for name, value in self._step(images, labels).items():
-                    window[name] = window.get(name, 0.0) + value.float().cpu()
+                    window[name] = window.get(name, 0.0) + value.float()  # stays on the device
                 window_steps += 1
                 bar.update(1)
                 if iteration % self.log_iters == 0 or iteration == self.iters:
@@ -278,6 +275,10 @@ class _Trainer:
                     means = mean_across_ranks(
                         self.context, torch.stack([window[name] for name in names]) / window_steps)
                     logged = {name: float(value) for name, value in zip(names, means, strict=True)}
+                    if not np.isfinite(logged["loss"]):
+                        raise HumanSegError(
+                            f"loss became {logged['loss']} by iteration {iteration}; lower the "
+                            "learning rate or check the labels")
                     result.losses.append({"iter": iteration, "lr": lr, **logged})
                     bar.set_postfix(loss=f"{logged['loss']:.4f}", lr=f"{lr:.2e}")
                     if main:

@@ -2,8 +2,9 @@
 
 Hard masks (argmax) choose the connected components; the IoUs and areas are sums of the softmax
 probability of the component's class, so the value equals the hard definition for one-hot
-probabilities and still carries gradient to the logits. Every per-pixel sum is one `index_add`
-on the logits' device; only the argmax and label maps visit the CPU for cc3d.
+probabilities and still carries gradient to the logits. All per-pixel sums of a batch are one
+segment sum over runs of pixels on the logits' device; the argmax and label maps visit the CPU
+for cc3d, and the per-component arithmetic runs in NumPy with its exact gradient.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ class PlaneSoftmax:
             self._total = self._total + class_exp
 
     def pred_probability(self) -> torch.Tensor:
-        """Softmax probability of the argmax class at each pixel."""
+        """Softmax probability of the argmax class at each pixel (two classes: sigmoid(|l1 - l0|),
+        whose gradient at an exact tie is 0, a valid subgradient of the max there)."""
+        if self._margin is not None:
+            return torch.sigmoid(self._margin.abs())
         return self.probability(self.pred)
 
     def probability(self, class_map: torch.Tensor) -> torch.Tensor:
@@ -92,78 +96,211 @@ def semantic_connectivity_per_image(
     predicted class, and of any class map's class (asked for the labels' class only when a
     class is missed entirely): softmax for the loss, one-hot for the hard definition.
     """
-    pred = probabilities.pred
     pred_prob = probabilities.pred_probability()
     # Sums over up to H * W pixels: accumulate half-precision probabilities in float32.
-    device, dtype = pred_prob.device, torch.promote_types(pred_prob.dtype, torch.float32)
-    pred_prob = pred_prob.to(dtype)
-    num_images, height, width = pred.shape
-    num_groups = num_images * num_classes  # group = (image, class)
-    pred_np = pred.detach().cpu().numpy()
+    dtype = torch.promote_types(pred_prob.dtype, torch.float32)
+    pred_np = probabilities.pred.detach().cpu().numpy()
     label_np = labels.detach().cpu().numpy()
     valid = label_np != ignore_index
-    label_np = np.where(valid, label_np, 0).astype(pred_np.dtype)
+    label_np = label_np.astype(pred_np.dtype)  # ignore_index may wrap: `valid` masks it out
     matched = valid & (pred_np == label_np)
-
-    pred_cc = label_components(pred_np, valid, connectivity)
-    label_cc = label_components(label_np, valid, connectivity)
-    inter_cc = label_components(label_np, matched, connectivity)  # pieces of some p_j ∩ g_i
-    num_pred, num_label, num_inter = pred_cc.count, label_cc.count, inter_cc.count
-    pred_group = (pred_cc.image * num_classes + pred_cc.klass)[1:]
-    label_group = (label_cc.image * num_classes + label_cc.klass)[1:]
-    preds_per_group = np.bincount(pred_group, minlength=num_groups)
-    labels_per_group = np.bincount(label_group, minlength=num_groups)
-
-    # Each intersection piece lies inside exactly one predicted and one label component.
-    inter_pred = inter_cc.component_values(pred_cc.ids)[1:].astype(np.int64) - 1  # 0-based
-    inter_label = inter_cc.component_values(label_cc.ids)[1:].astype(np.int64) - 1
-
-    # One pass over the pixels: bins 1..K_inter hold each intersection piece's probability sum,
-    # bin K_inter + 1 + j the sum over the part of predicted component j outside its class's
-    # label (j = 0: the ignored pixels, discarded); bin 0 is unused.
-    pixel_bin = np.where(matched, inter_cc.ids, pred_cc.ids.astype(np.int32) + (num_inter + 1))
-    bin_sums = torch.zeros(num_inter + num_pred + 2, device=device, dtype=dtype).index_add_(
-        0, torch.from_numpy(pixel_bin.ravel()).to(device), pred_prob.reshape(-1)
+    batch = ComponentBatch(
+        label_components(pred_np, valid, connectivity),
+        label_components(label_np, valid, connectivity),
+        matched,
+        num_classes,
+        max_pred_num_conn,
     )
-    inter_sum = bin_sums[1 : num_inter + 1]
-    pred_sum = bin_sums[num_inter + 2 :].index_add(0, _to_device(inter_pred, device), inter_sum)
+    run_sums = _segment_sums(pred_prob.to(dtype), batch.run_lengths)
+    label_run_sums = run_sums.new_zeros(0)
+    if batch.missed.any():
+        label_prob = probabilities.probability(labels).to(dtype)
+        label_run_sums = _segment_sums(label_prob, batch.label_run_lengths)
+    return _ConnectivityLoss.apply(run_sums, label_run_sums, batch)
 
-    group_loss = torch.zeros(num_groups, device=device, dtype=dtype)
-    both = (preds_per_group > 0) & (labels_per_group > 0)
-    if both.any():
-        group_loss = group_loss + _both_sides_loss(
-            both, pred_cc, pred_group, preds_per_group, label_cc.area[1:], label_group,
-            labels_per_group, inter_pred, inter_label, inter_sum, pred_sum, max_pred_num_conn,
+
+def _segment_sums(per_pixel: torch.Tensor, run_lengths: np.ndarray) -> torch.Tensor:
+    """Sums of a per-pixel tensor over consecutive runs of pixels (raster order)."""
+    lengths = torch.from_numpy(run_lengths).to(per_pixel.device)
+    # unsafe: the lengths were built from the same pixels and need no re-checking
+    return torch.segment_reduce(per_pixel.reshape(-1), "sum", lengths=lengths, unsafe=True)
+
+
+def unique_with_inverse(
+    keys: np.ndarray, key_space: int, dense_limit: int = 1 << 22
+) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(keys, return_inverse=True) for integer keys in [0, key_space), as int64.
+
+    Sorting dominates the loss on speckled early-training maps (~10^5 runs); a key space that
+    fits `dense_limit` is compacted through a presence table instead, in linear time.
+    """
+    if key_space > max(dense_limit, 4 * keys.size):
+        unique, inverse = np.unique(keys, return_inverse=True)
+        return unique.astype(np.int64), inverse.ravel()
+    present = np.zeros(key_space, dtype=bool)
+    present[keys] = True
+    rank = np.cumsum(present) - 1
+    return np.flatnonzero(present), rank[keys]
+
+
+class ComponentBatch:
+    """The components of a batch and how pixel sums feed the loss; computes loss and gradient.
+
+    Each pixel is keyed by its predicted component j and, where the label agrees, its label
+    component i (else none). Keys are constant along runs of pixels in raster order, so one
+    segment sum over the runs gives everything the loss needs: I_ij (pieces with an i) and S_j
+    (all pieces of j). The per-component arithmetic then runs in float64 NumPy with its exact
+    gradient, instead of ~50 tiny autograd operations.
+    """
+
+    def __init__(
+        self,
+        pred_cc: ComponentLabels,
+        label_cc: ComponentLabels,
+        matched: np.ndarray,
+        num_classes: int,
+        max_pred_num_conn: int,
+    ) -> None:
+        """Group components by (image, class), apply the cap and index the runs and pieces."""
+        num_images, height, width = matched.shape
+        self.num_images, self.num_classes = num_images, num_classes
+        self.image_area = height * width
+        num_groups = num_images * num_classes
+        self.pred_group = (pred_cc.image * num_classes + pred_cc.klass)[1:]
+        self.label_group = (label_cc.image * num_classes + label_cc.klass)[1:]
+        self.preds_per_group = np.bincount(self.pred_group, minlength=num_groups)
+        self.labels_per_group = np.bincount(self.label_group, minlength=num_groups)
+        self.label_area = label_cc.area[1:].astype(np.float64)
+        has_pred, has_label = self.preds_per_group > 0, self.labels_per_group > 0
+        self.both, self.missed = has_pred & has_label, has_label & ~has_pred
+        self.false_alarm = has_pred & ~has_label
+        self.kept = kept_predictions(
+            pred_cc, self.pred_group, self.preds_per_group, self.labels_per_group,
+            max_pred_num_conn,
         )
-    # One side only: (missed + false-alarm area) / (H * W), areas as probability sums.
-    false_alarm = (preds_per_group > 0) & (labels_per_group == 0)
-    if false_alarm.any():
-        alarm_area = torch.zeros(num_groups, device=device, dtype=dtype).index_add_(
-            0, _to_device(pred_group, device), pred_sum
+        num_label = label_cc.count
+        fits_int32 = (pred_cc.count + 1) * (num_label + 1) < np.iinfo(np.int32).max
+        key = pred_cc.ids.ravel().astype(np.int32 if fits_int32 else np.int64)
+        key *= num_label + 1
+        key += np.where(matched.ravel(), label_cc.ids.ravel(), 0)
+        run_starts = np.concatenate(([0], np.flatnonzero(key[1:] != key[:-1]) + 1))
+        self.run_lengths = np.diff(run_starts, append=key.size)
+        piece_key, self.run_piece = unique_with_inverse(
+            key[run_starts], (pred_cc.count + 1) * (num_label + 1)
         )
-        group_loss = group_loss + alarm_area * _to_device(false_alarm, device) / (height * width)
-    missed = (labels_per_group > 0) & (preds_per_group == 0)
-    if missed.any():
-        label_bin = torch.from_numpy(label_cc.ids.astype(np.int64).ravel()).to(device)
-        label_hit = torch.zeros(num_label + 1, device=device, dtype=dtype).index_add_(
-            0, label_bin, probabilities.probability(labels).to(dtype).reshape(-1)
-        )[1:]
-        label_miss = _to_device(label_cc.area[1:], device).to(dtype) - label_hit
-        missed_area = torch.zeros(num_groups, device=device, dtype=dtype).index_add_(
-            0, _to_device(label_group, device), label_miss
+        self.piece_pred = piece_key // (num_label + 1) - 1  # 0-based; -1: ignored pixels
+        self.piece_label = piece_key % (num_label + 1) - 1  # -1: where the label disagrees
+        self.run_image = np.where(
+            self.piece_pred >= 0, pred_cc.image[self.piece_pred + 1], 0
+        )[self.run_piece]
+        self.label_run_lengths = np.diff(label_cc.run_starts, append=key.size)
+        self.label_run_component = label_cc.run_ids - 1  # -1: ignored pixels
+        self.label_run_image = np.maximum(label_cc.image[label_cc.run_ids], 0)
+
+    def loss_and_gradients(
+        self, piece_sums: np.ndarray, label_hits: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-image loss [N]; its gradient by the piece sums and by the label components'
+        probability sums (each entry belongs to one image, so [pieces] and [label components])."""
+        num_groups = self.num_classes * self.num_images
+        num_pred = self.pred_group.shape[0]
+        group_loss = np.zeros(num_groups)
+        grad_pred_sum = np.zeros(num_pred)  # d loss(image) / d S_j
+        grad_piece = np.zeros(piece_sums.shape[0])  # d loss(image) / d I_ij, on its piece
+        grad_label_hit = np.zeros(self.label_area.shape[0])
+        predicted = self.piece_pred >= 0
+        pred_sum = np.bincount(
+            self.piece_pred[predicted], weights=piece_sums[predicted], minlength=num_pred
         )
-        group_loss = group_loss + missed_area * _to_device(missed, device) / (height * width)
+        counted = (self.preds_per_group + self.labels_per_group) > 0
+        classes_per_image = np.maximum(counted.reshape(self.num_images, -1).sum(1), 1)
+        group_weight = 1.0 / np.repeat(classes_per_image, self.num_classes)
 
-    classes_counted = ((preds_per_group + labels_per_group) > 0).reshape(num_images, num_classes)
-    per_image_classes = _to_device(np.maximum(classes_counted.sum(1), 1), device)
-    return group_loss.reshape(num_images, num_classes).sum(1) / per_image_classes
+        # Both sides: loss = 1 - sum_i mean_j IoU_ij / (G + lone), over the kept p_j.
+        pair = np.flatnonzero(predicted & (self.piece_label >= 0))
+        pair = pair[self.kept[self.piece_pred[pair]]]
+        pair_pred, pair_label = self.piece_pred[pair], self.piece_label[pair]
+        intersection = piece_sums[pair]
+        union = self.label_area[pair_label] + pred_sum[pair_pred] - intersection
+        iou = intersection / union
+        touches = np.maximum(np.bincount(pair_label, minlength=self.label_area.shape[0]), 1)
+        lone = self.kept.copy()
+        lone[pair_pred] = False
+        denominator = np.maximum(
+            self.labels_per_group + np.bincount(self.pred_group[lone], minlength=num_groups), 1
+        )
+        pair_group = self.label_group[pair_label]
+        connectivity = np.bincount(
+            pair_group, weights=iou / touches[pair_label], minlength=num_groups
+        ) / denominator
+        group_loss[self.both] = 1 - connectivity[self.both]
+        # d loss / d IoU_ij = -w_g / (denominator_g * touches_i); IoU = I / (A + S - I)
+        grad_iou = -group_weight[pair_group] / (denominator[pair_group] * touches[pair_label])
+        grad_piece[pair] = grad_iou * (union + intersection) / union**2
+        np.add.at(grad_pred_sum, pair_pred, -grad_iou * intersection / union**2)
+
+        # One side only: (missed + false-alarm area) / (H * W), as probability sums.
+        alarm = self.false_alarm[self.pred_group]
+        group_loss += np.bincount(
+            self.pred_group[alarm], weights=pred_sum[alarm], minlength=num_groups
+        ) / self.image_area
+        grad_pred_sum[alarm] += group_weight[self.pred_group[alarm]] / self.image_area
+        missed = self.missed[self.label_group]
+        miss_area = self.label_area[missed] - label_hits[missed]
+        group_loss += np.bincount(
+            self.label_group[missed], weights=miss_area, minlength=num_groups
+        ) / self.image_area
+        grad_label_hit[missed] = -group_weight[self.label_group[missed]] / self.image_area
+
+        image_loss = (group_loss * group_weight).reshape(self.num_images, -1).sum(1)
+        grad_piece[predicted] += grad_pred_sum[self.piece_pred[predicted]]
+        return image_loss, grad_piece, grad_label_hit
 
 
-def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A NumPy array as a tensor on `device` (int64 for integers, bool kept as float mask)."""
-    if array.dtype == np.bool_:
-        return torch.from_numpy(array.astype(np.float32)).to(device)
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64)).to(device)
+class _ConnectivityLoss(torch.autograd.Function):
+    """Per-image SC loss from the run sums, with the gradient ComponentBatch works out."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        run_sums: torch.Tensor,
+        label_run_sums: torch.Tensor,
+        batch: ComponentBatch,
+    ) -> torch.Tensor:
+        """Loss of each image, [N], on the run sums' device and dtype."""
+        run_values = run_sums.detach().cpu().double().numpy()
+        piece_sums = np.bincount(batch.run_piece, weights=run_values,
+                                 minlength=batch.piece_pred.shape[0])
+        label_hits = np.zeros(batch.label_area.shape[0])
+        if label_run_sums.numel():
+            counted = batch.label_run_component >= 0
+            label_hits = np.bincount(
+                batch.label_run_component[counted],
+                weights=label_run_sums.detach().cpu().double().numpy()[counted],
+                minlength=label_hits.shape[0],
+            )
+        image_loss, grad_piece, grad_label_hit = batch.loss_and_gradients(piece_sums, label_hits)
+        device, dtype = run_sums.device, run_sums.dtype
+        ctx.run_image = torch.from_numpy(batch.run_image).to(device)
+        ctx.run_gradient = torch.from_numpy(grad_piece[batch.run_piece]).to(device, dtype)
+        ctx.label_run_image = ctx.label_run_gradient = None
+        if label_run_sums.numel():
+            component = batch.label_run_component
+            ctx.label_run_image = torch.from_numpy(batch.label_run_image).to(device)
+            label_gradient = np.where(component >= 0, grad_label_hit[component], 0.0)
+            ctx.label_run_gradient = torch.from_numpy(label_gradient).to(device, dtype)
+        return torch.from_numpy(image_loss).to(device, dtype)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad_images: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, None]:
+        """Chain rule: each run belongs to one image."""
+        grad_runs = grad_images[ctx.run_image] * ctx.run_gradient
+        grad_label_runs = None
+        if ctx.label_run_image is not None:
+            grad_label_runs = grad_images[ctx.label_run_image] * ctx.label_run_gradient
+        return grad_runs, grad_label_runs, None
 
 
 def kept_predictions(
@@ -185,57 +322,6 @@ def kept_predictions(
     rank = np.empty_like(order)
     rank[order] = np.arange(order.shape[0]) - group_start[pred_group[order]]
     return ~capped[pred_group] | (rank < max_pred_num_conn)
-
-
-def _both_sides_loss(
-    both: np.ndarray,
-    pred_cc: ComponentLabels,
-    pred_group: np.ndarray,
-    preds_per_group: np.ndarray,
-    label_area: np.ndarray,
-    label_group: np.ndarray,
-    labels_per_group: np.ndarray,
-    inter_pred: np.ndarray,
-    inter_label: np.ndarray,
-    inter_sum: torch.Tensor,
-    pred_sum: torch.Tensor,
-    max_pred_num_conn: int,
-) -> torch.Tensor:
-    """1 - connectivity for the groups where both the label and the prediction have components."""
-    device, dtype = pred_sum.device, pred_sum.dtype
-    num_groups = both.shape[0]
-    kept = kept_predictions(
-        pred_cc, pred_group, preds_per_group, labels_per_group, max_pred_num_conn
-    )
-    # Pairs (p_j, g_i) that touch, each summed over its intersection pieces.
-    num_label = label_area.shape[0]
-    pair_key, piece_pair = np.unique(inter_pred * num_label + inter_label, return_inverse=True)
-    pair_pred, pair_label = pair_key // num_label, pair_key % num_label
-    pair_inter = torch.zeros(pair_key.shape[0], device=device, dtype=dtype).index_add_(
-        0, _to_device(piece_pair.ravel(), device), inter_sum
-    )
-    live = kept[pair_pred]
-    pair_pred, pair_label = pair_pred[live], pair_label[live]
-    pair_inter = pair_inter[_to_device(np.flatnonzero(live), device)]
-    pred_index, label_index = _to_device(pair_pred, device), _to_device(pair_label, device)
-    union = _to_device(label_area, device).to(dtype)[label_index] + pred_sum[pred_index]
-    pair_iou = pair_inter / (union - pair_inter)
-
-    # Mean IoU of each label component over the predicted components it touches (0 if none).
-    iou_sum = torch.zeros(num_label, device=device, dtype=dtype).index_add_(
-        0, label_index, pair_iou
-    )
-    touches = np.bincount(pair_label, minlength=num_label)
-    label_mean = iou_sum / _to_device(np.maximum(touches, 1), device)
-    connectivity_sum = torch.zeros(num_groups, device=device, dtype=dtype).index_add_(
-        0, _to_device(label_group, device), label_mean
-    )
-    lone = kept.copy()
-    lone[pair_pred] = False
-    lone_per_group = np.bincount(pred_group[lone], minlength=num_groups)
-    denominator = np.maximum(labels_per_group + lone_per_group, 1)
-    connectivity = connectivity_sum / _to_device(denominator, device)
-    return (1 - connectivity) * _to_device(both, device)
 
 
 class SemanticConnectivityLoss(nn.Module):
@@ -289,7 +375,7 @@ def hard_connectivity_loss(
     max_pred_num_conn: int = 10,
     connectivity: int = 8,
 ) -> torch.Tensor:
-    """SC loss of each image, [N], for hard class maps (no gradient): 1 - it is connectivity."""
+    """SC loss of each image, [N], for hard class maps (no gradient); connectivity = 1 - loss."""
     pred = torch.as_tensor(pred)
     labels = torch.as_tensor(labels, device=pred.device)
     if pred.dim() != 3 or tuple(pred.shape) != tuple(labels.shape):

@@ -51,7 +51,7 @@ def _build(
         raise HumanSegError(f"{where}: must be a mapping with a `type` key, got {spec!r}")
     kwargs = {k: v for k, v in spec.items() if k != "type"}
     name = spec["type"]
-    if name not in registry:
+    if not isinstance(name, str) or name not in registry:
         raise HumanSegError(
             f"{where}.type: unknown {name!r} (known: {', '.join(sorted(registry))})"
         )

@@ -9,7 +9,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from humanseg.errors import HumanSegError
-from humanseg.models.layers import ConvBN, check_input, init_like_paddleseg
+from humanseg.models.layers import (
+    ConvBN,
+    channels_last,
+    check_input,
+    check_num_classes,
+    init_like_paddleseg,
+    use_channels_last,
+)
 
 
 class FCNHead(nn.Module):
@@ -52,17 +59,19 @@ class FCN(nn.Module):
                 f"FCN: backbone_indices {backbone_indices!r} do not fit the backbone's "
                 f"{len(feat_channels)} output(s)"
             ) from error
-        self.num_classes = num_classes
+        self.num_classes = check_num_classes(num_classes, "FCN")
         self.size_divisor = backbone.size_divisor
         self.align_corners = align_corners
         self.pretrained = pretrained
         self.backbone = backbone
         self.head = FCNHead(in_channels, channels or in_channels, num_classes, bias)
+        use_channels_last(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Image batch [N, C, H, W] -> logits [N, num_classes, H, W]."""
         check_input(x, self.backbone.in_channels, self.size_divisor, type(self).__name__)
-        logits = self.head(self.backbone(x)[self.feature_index])
-        return F.interpolate(
+        logits = self.head(self.backbone(channels_last(x))[self.feature_index])
+        logits = F.interpolate(
             logits, x.shape[-2:], mode="bilinear", align_corners=self.align_corners
         )
+        return logits.contiguous()

@@ -13,7 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from humanseg.models.layers import ConvBN, check_input, init_like_paddleseg
+from humanseg.models.layers import (
+    ConvBN,
+    channels_last,
+    check_input,
+    check_num_classes,
+    init_like_paddleseg,
+    use_channels_last,
+)
 
 
 class SeparableConvBN(nn.Module):
@@ -73,7 +80,7 @@ class PPHumanSegLite(nn.Module):
         align_corners: bool = False,
     ) -> None:
         super().__init__()
-        self.num_classes = num_classes
+        self.num_classes = check_num_classes(num_classes, "PPHumanSegLite")
         self.in_channels = in_channels
         self.align_corners = align_corners
         self.pretrained = pretrained
@@ -87,12 +94,13 @@ class PPHumanSegLite(nn.Module):
         self.decode1 = SeparableConvBN(64 + 18, 64)
         self.classifier = SeparableConvBN(64, num_classes)
         init_like_paddleseg(self)
+        use_channels_last(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Image batch [N, C, H, W] -> logits [N, num_classes, H, W]."""
         check_input(x, self.in_channels, self.size_divisor, type(self).__name__)
         size = x.shape[-2:]
-        x = self.stem(x)
+        x = self.stem(channels_last(x))
         shortcut = self.shortcut(x)
         x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
         x = self.decode0(self.block2(self.block1(x)))
@@ -100,5 +108,6 @@ class PPHumanSegLite(nn.Module):
             x, shortcut.shape[-2:], mode="bilinear", align_corners=self.align_corners
         )
         x = self.classifier(self.decode1(torch.cat([shortcut, x], dim=1)))
-        return F.interpolate(x, size, mode="bilinear", align_corners=self.align_corners)
+        logits = F.interpolate(x, size, mode="bilinear", align_corners=self.align_corners)
+        return logits.contiguous()
 

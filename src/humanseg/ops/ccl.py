@@ -21,7 +21,8 @@ class ComponentLabels:
     `image`, `klass`, `area` and `first_pixel` are [count + 1] int64 arrays indexed by component
     id (entry 0 stands for the excluded pixels: image and class -1), computed on first use.
     They are read from the runs of equal ids along raster order rather than from every pixel:
-    a component is a union of whole runs, and a portrait batch has ~100x fewer runs than pixels.
+    a component is a union of whole runs, and portrait maps have tens of times fewer runs than
+    pixels.
     cc3d's ids are not in raster order.
     """
 
@@ -41,7 +42,7 @@ class ComponentLabels:
         return np.concatenate(([0], np.flatnonzero(flat[1:] != flat[:-1]) + 1))
 
     @cached_property
-    def _run_ids(self) -> np.ndarray:
+    def run_ids(self) -> np.ndarray:
         """The component id of each run, as an index array."""
         return self.ids.ravel()[self.run_starts].astype(np.intp)
 
@@ -49,7 +50,7 @@ class ComponentLabels:
         """[count + 1] values of a per-pixel array that is constant on every component (such as
         the id of an enclosing component in another labelling), read at one pixel per run."""
         values = np.zeros(self.count + 1, dtype=per_pixel.dtype)
-        values[self._run_ids] = per_pixel.ravel()[self.run_starts]
+        values[self.run_ids] = per_pixel.ravel()[self.run_starts]
         values[0] = 0
         return values
 
@@ -72,14 +73,14 @@ class ComponentLabels:
     def area(self) -> np.ndarray:
         """Pixel count of each component (entry 0 counts the excluded pixels)."""
         run_lengths = np.diff(self.run_starts, append=self.ids.size)
-        area = np.bincount(self._run_ids, weights=run_lengths, minlength=self.count + 1)
+        area = np.bincount(self.run_ids, weights=run_lengths, minlength=self.count + 1)
         return area.astype(np.int64)
 
     @cached_property
     def first_pixel(self) -> np.ndarray:
         """Flat index into [N, H, W] of each component's first pixel in raster order."""
         first = np.full(self.count + 1, self.ids.size, dtype=np.int64)
-        np.minimum.at(first, self._run_ids, self.run_starts)
+        np.minimum.at(first, self.run_ids, self.run_starts)
         return first
 
     def counts(self, num_classes: int | None = None) -> np.ndarray:
@@ -121,13 +122,14 @@ def label_components(
     if not np.issubdtype(maps.dtype, np.integer):
         raise HumanSegError(f"class maps must hold integer class ids, got dtype {maps.dtype}")
     num_images, height, width = maps.shape
-    if maps.size and maps.min() < 0:
+    is_signed = np.issubdtype(maps.dtype, np.signedinteger)
+    if maps.size and is_signed and maps.min() < 0:
         raise HumanSegError("class maps must hold class ids >= 0, found a negative value")
     num_classes = int(maps.max()) + 1 if maps.size else 1
     codes_needed = num_images * num_classes + 1
     code_dtype = np.uint16 if codes_needed <= np.iinfo(np.uint16).max else np.uint64
     image_offset = (np.arange(num_images, dtype=code_dtype) * num_classes + 1)[:, None, None]
-    codes = maps.astype(code_dtype) + image_offset
+    codes = np.add(maps, image_offset, dtype=code_dtype, casting="unsafe")
     if valid is not None:
         valid_np = _as_numpy(valid)
         if valid_np.shape != maps.shape:

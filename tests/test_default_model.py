@@ -1,0 +1,78 @@
+"""The packaged default portrait model loads and segments held-out real portraits well."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from humanseg.cli import main
+from humanseg.config import load_config
+from humanseg.data.split import is_validation
+from humanseg.engine.predict import build_predictor
+from humanseg.io import read_image, read_mask
+from humanseg.weights import default_paths
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+PORTRAITS = DATA / "portraits"
+needs_data = pytest.mark.skipif(not PORTRAITS.is_dir(), reason="../shared/data/portraits absent")
+
+
+def packaged_predictor() -> object:
+    """The Predictor `humanseg predict` builds when given no --config / --model_path."""
+    options = argparse.Namespace(
+        config=None, model_path=None, backend="torch", device="cpu", precision="fp32"
+    )
+    return build_predictor(options)
+
+
+def held_out_portraits(count: int) -> list[Path]:
+    """The first `count` portraits of the fixed validation split (never trained on)."""
+    images = sorted((PORTRAITS / "images").glob("*.jpg"), key=lambda p: int(p.stem[3:]))
+    return [path for path in images if is_validation(path.stem)][:count]
+
+
+def person_iou(prediction: np.ndarray, label: np.ndarray) -> float:
+    """IoU of the person class (label 1) between two [H, W] maps."""
+    predicted, truth = prediction == 1, label == 1
+    return float((predicted & truth).sum() / (predicted | truth).sum())
+
+
+def test_packaged_files_are_small_and_describe_the_lite_model() -> None:
+    config_path, model_path = default_paths()
+    assert model_path.stat().st_size < 5 * 2**20
+    cfg = load_config(config_path)
+    assert cfg["model"]["type"] == "PPHumanSegLite" and cfg["model"]["num_classes"] == 2
+    resize = [t for t in cfg["val_dataset"]["transforms"] if t["type"] == "Resize"]
+    assert resize and resize[0]["target_size"] == [192, 192]
+
+
+def test_probabilities_cover_the_photo_and_sum_to_one() -> None:
+    image = np.zeros((90, 160, 3), np.uint8)
+    probabilities = packaged_predictor().predict(image)
+    assert probabilities.shape == (2, 90, 160)
+    np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, atol=1e-5)
+
+
+@needs_data
+def test_held_out_portraits_are_segmented_well() -> None:
+    predictor = packaged_predictor()
+    scores = []
+    for path in held_out_portraits(5):
+        label = read_mask(PORTRAITS / "masks" / f"{path.stem}.png")
+        prediction = predictor.predict(read_image(path)).argmax(axis=0)
+        scores.append(person_iou(prediction, label))
+    assert len(scores) == 5
+    assert np.mean(scores) > 0.8, scores
+    assert min(scores) > 0.6, scores
+
+
+@needs_data
+def test_predict_verb_uses_the_packaged_model(tmp_path: Path) -> None:
+    photo = held_out_portraits(1)[0]
+    assert main(["predict", str(photo), "--save_dir", str(tmp_path)]) == 0
+    label = read_mask(tmp_path / "label" / f"{photo.stem}.png")
+    truth = read_mask(PORTRAITS / "masks" / f"{photo.stem}.png")
+    assert person_iou(label, truth) > 0.7
