@@ -70,19 +70,26 @@ def validation_pairs(source: str, limit: int | None) -> list[tuple[Path, Path]]:
     return pairs[:limit] if limit else pairs
 
 
-def time_rounds(runners: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Per-call seconds of each runner, in `ROUNDS` alternating rounds after a warm-up."""
+def time_rounds(
+    runners: dict[str, Callable[[], object]], repeats: int
+) -> dict[str, tuple[float, float]]:
+    """Median (wall ms, process-CPU ms) per call of each runner, in alternating rounds."""
     for run in runners.values():
         for _ in range(10):
             run()
-    timings: dict[str, list[float]] = {name: [] for name in runners}
+    wall: dict[str, list[float]] = {name: [] for name in runners}
+    cpu: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(ROUNDS):
         for name, run in runners.items():
             for _ in range(max(1, repeats // ROUNDS)):
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 run()
-                timings[name].append(time.perf_counter() - start)
-    return timings
+                wall[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
+    return {
+        name: (1000 * statistics.median(wall[name]), 1000 * statistics.median(cpu[name]))
+        for name in runners
+    }
 
 
 def miou_of(predictions: dict[str, np.ndarray], pairs: list[tuple[Path, Path]]) -> float:
@@ -239,8 +246,7 @@ def main() -> None:
             "onnxruntime": lambda: onnx_forward(frame_np),
             "onnxruntime_1_thread": lambda: onnx_single(frame_np),
         }
-        timings = time_rounds(runners, args.repeats)
-        latency = {name: 1000 * statistics.median(values) for name, values in timings.items()}
+        latency = time_rounds(runners, args.repeats)
 
         predictor = Predictor(onnx_forward, transforms, int(model.num_classes))
         pairs = {source: validation_pairs(source, args.limit) for source in SOURCES}
@@ -268,7 +274,7 @@ def main() -> None:
         "model": str(model_path),
         "input_size_hw": list(input_size),
         "threads": THREADS,
-        "latency_ms_median": latency,
+        "latency_ms_median_wall_cpu": latency,
         "photo_ms_mean_onnxruntime": 1000 * statistics.fmean(photo_seconds),
         "mediapipe": mediapipe,
         "miou": accuracy,

@@ -1,7 +1,8 @@
 """SC loss vs cross-entropy, forward + backward, on realistic portrait batches (prints ratios).
 
 Labels hold 1-3 person blobs (head + torso ellipses); predictions are the labels cut into
-fragments by background bands, with false-alarm specks and holes, as a half-trained model makes.
+fragments by background bands, with false-alarm specks and holes, as a half-trained model makes;
+a third run uses pure-noise logits, as an untrained model makes.
 When `.venv-paddle` exists (`make parity`), PaddleSeg 2.8's SC and cross-entropy losses are
 timed on the same batch too (benchmarks/paddle_sc_loss.py).
 Run: `make bench` (or `.venv/bin/python benchmarks/bench_loss.py`).
@@ -109,15 +110,29 @@ def forward_backward(
     return step
 
 
-def bench_shape(shape: tuple[int, int, int, int], repeats: int, seed: int, paddle: bool) -> None:
-    """Print SC, CE (ours and torch's) timings and the SC/CE ratios for one batch shape."""
+def bench_shape(
+    shape: tuple[int, int, int, int], speckled: bool, repeats: int, seed: int, paddle: bool
+) -> None:
+    """Print SC, CE (ours and torch's) timings and the SC/CE ratios for one batch shape.
+
+    `speckled`: logits of pure noise, as an untrained model gives (tens of thousands of
+    components), instead of fragmented person predictions; PaddleSeg is not run on it (its
+    one-hot [H, W, components] tensors would take gigabytes).
+    """
     num_images, num_classes, height, _ = shape
     rng = np.random.default_rng(seed)
     labels_np = person_labels(rng, num_images, height)
-    preds_np = fragmented_predictions(rng, labels_np)
-    logits, labels = logits_for(rng, preds_np, num_classes), torch.from_numpy(labels_np)
+    if speckled:
+        noise = rng.normal(size=shape).astype(np.float32)
+        logits = torch.from_numpy(noise).requires_grad_(True)
+    else:
+        logits = logits_for(rng, fragmented_predictions(rng, labels_np), num_classes)
+    labels = torch.from_numpy(labels_np)
     sc_loss = SemanticConnectivityLoss()
-    print(f"[{','.join(map(str, shape))}] SC loss value {sc_loss(logits, labels).item():.4f}")
+    kind = "speckled (untrained) predictions" if speckled else "fragmented person predictions"
+    print(
+        f"[{','.join(map(str, shape))}] {kind}: SC loss value {sc_loss(logits, labels).item():.4f}"
+    )
     timings = {
         "SC loss": forward_backward(sc_loss, logits, labels),
         "CrossEntropyLoss": forward_backward(CrossEntropyLoss(), logits, labels),
@@ -133,7 +148,7 @@ def bench_shape(shape: tuple[int, int, int, int], repeats: int, seed: int, paddl
             f"  ratio SC / {baseline:<18} median {sc_median / median:5.2f}"
             f"   min {sc_fastest / fastest:5.2f}"
         )
-    if paddle and PADDLE_PYTHON.exists():
+    if paddle and not speckled and PADDLE_PYTHON.exists():
         reference = paddle_figures(logits.detach().numpy(), labels_np, max(3, repeats // 8))
         backward = "fwd+bwd (no gradient reaches the logits)" if reference["sc_backward"] else "fwd"
         print(
@@ -172,8 +187,10 @@ def main() -> None:
         f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
-    for shape in ((8, 2, 192, 192), (4, 2, 512, 512)):
-        bench_shape(shape, args.repeats, args.seed, not args.no_paddle)
+    for shape, speckled in (
+        ((8, 2, 192, 192), False), ((4, 2, 512, 512), False), ((8, 2, 192, 192), True)
+    ):
+        bench_shape(shape, speckled, args.repeats, args.seed, not args.no_paddle)
 
 
 if __name__ == "__main__":

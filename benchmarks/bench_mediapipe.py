@@ -1,16 +1,18 @@
 """MediaPipe's selfie segmenter on a list of photos: per-frame latency and the predicted masks.
 
-Runs inside its own virtual environment (`make bench-mediapipe` builds `.venv-mediapipe` with
+Runs inside its own virtual environment (`make bench-deploy` builds `.venv-mediapipe` with
 mediapipe==0.10.21, whose numpy<2 pin clashes with the main environment), so it imports nothing
 from humanseg. `bench_deploy.py` calls it as a subprocess:
 
     .venv-mediapipe/bin/python benchmarks/bench_mediapipe.py --images LIST.txt --out_dir DIR
 
 LIST.txt holds one image path per line. It writes DIR/<stem>.png (uint8 person mask, 0/1, at the
-photo's size, thresholded at 0.5) and prints one JSON line: the latency of `process()` on a frame
-at the model's own input size (256x256, batch 1, after warm-up), the mean end-to-end time per photo
-(conversion, resize and threshold included), and the version. The legacy
-`mp.solutions.selfie_segmentation` ships its model inside the wheel, so nothing is downloaded.
+photo's size, thresholded at 0.5) and prints one JSON line: the latency (wall and process CPU) of
+`process()` on a frame at the model's own input size (256x256, batch 1, after warm-up), the mean
+end-to-end time per photo (conversion, resize and threshold included), and the version.
+MediaPipe's desktop build runs its XNNPACK delegate on one thread (the legacy solution API has no
+setting for it). `mp.solutions.selfie_segmentation` ships its model inside the wheel, so nothing
+is downloaded.
 """
 
 from __future__ import annotations
@@ -47,11 +49,12 @@ def main() -> None:
         frame = np.ascontiguousarray(cv2.resize(first, (MODEL_SIDE, MODEL_SIDE)))
         for _ in range(WARMUP):
             segmenter.process(frame)
-        latencies = []
+        latencies, cpu_times = [], []
         for _ in range(args.repeats):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             segmenter.process(frame)
             latencies.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - start_cpu)
         photo_seconds = []
         for path in paths:
             start = time.perf_counter()
@@ -64,6 +67,7 @@ def main() -> None:
         "backend": f"mediapipe {mp.__version__} selfie_segmentation (general, 256x256)",
         "latency_ms_median": 1000 * statistics.median(latencies),
         "latency_ms_mean": 1000 * statistics.fmean(latencies),
+        "cpu_ms_median": 1000 * statistics.median(cpu_times),
         "photo_ms_mean": 1000 * statistics.fmean(photo_seconds),
         "images": len(paths),
     }

@@ -10,23 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
+from collections.abc import Callable
 
 import numpy as np
 import paddle
 from paddleseg.models.losses import CrossEntropyLoss, SemanticConnectivityLoss
+from timing import median_times  # benchmarks/timing.py, beside this script
 
 
-def median_ms(step: object, repeats: int) -> float:
+def median_ms(step: Callable[[], None], repeats: int) -> float:
     """Median wall time of `step()` in milliseconds after one warm-up call."""
-    step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return 1000 * median_times(step, repeats, warmup=1)["wall_s"]
 
 
 def main() -> None:

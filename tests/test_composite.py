@@ -217,7 +217,7 @@ def test_config_spec_builds_it_and_val_labels_keep_full_resolution(
 ) -> None:
     transforms = [{"type": "Resize", "target_size": [32, 48]}, {"type": "Normalize"}]
     spec = {"type": "PortraitComposite", "sources": [source], "num_classes": 2,
-            "backgrounds": str(coco), "transforms": transforms}
+            "backgrounds": str(coco), "transforms": transforms, **no_variation()}
     image, label = build_dataset(spec)[0]
     assert image.dtype == torch.float32 and tuple(image.shape) == (3, 48, 32)
     assert label.dtype == torch.int64 and tuple(label.shape) == (48, 32)

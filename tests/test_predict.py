@@ -51,7 +51,7 @@ def test_predictor_resizes_logits_then_applies_softmax() -> None:
 
 def test_padding_added_by_the_pipeline_is_cropped_before_resizing() -> None:
     def pad_to_square(image: np.ndarray, label: np.ndarray | None):
-        """Pads a 4 x 8 photo at the bottom to 8 x 8 (label 255 there), like PaddingByAspectRatio."""
+        """Pads a 4 x 8 photo at the bottom to 8 x 8 (label 255 there), as padding ops do."""
         height, width = image.shape[:2]
         chw = np.zeros((3, width, width), np.float32)
         chw[:, :height] = image.transpose(2, 0, 1) / 255
@@ -67,7 +67,8 @@ def test_padding_added_by_the_pipeline_is_cropped_before_resizing() -> None:
         person[4:, :] = 5.0  # the padding: must not leak into the photo
         return np.stack([np.zeros_like(person), person])[None]
 
-    probabilities = Predictor.from_pipeline(forward, pad_to_square, 2)(np.zeros((4, 8, 3), np.uint8))
+    predictor = Predictor.from_pipeline(forward, pad_to_square, num_classes=2)
+    probabilities = predictor(np.zeros((4, 8, 3), np.uint8))
     sigmoid = 1 / (1 + math.exp(-5.0))
     assert probabilities[1, :, :4] == pytest.approx(np.full((4, 4), sigmoid), abs=1e-6)
     assert probabilities[1, :, 4:] == pytest.approx(np.full((4, 4), 1 - sigmoid), abs=1e-6)

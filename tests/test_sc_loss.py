@@ -11,7 +11,12 @@ from scipy import ndimage
 
 from humanseg.errors import HumanSegError
 from humanseg.losses import SemanticConnectivityLoss
-from humanseg.losses.semantic_connectivity import PlaneSoftmax, hard_connectivity_loss
+from humanseg.losses.semantic_connectivity import (
+    PlaneSoftmax,
+    hard_connectivity_loss,
+    sum_by_runs,
+    unique_with_inverse,
+)
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
@@ -363,6 +368,33 @@ def test_half_precision_logits_are_summed_in_float32() -> None:
     value = SemanticConnectivityLoss()(logits, torch.from_numpy(label))
     assert value.dtype == torch.float32
     assert value.item() == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("dense_limit", [0, 10**6])  # 0: always sort; 10**6: presence table
+def test_unique_with_inverse_both_ways(dense_limit: int) -> None:
+    keys = np.random.default_rng(1).integers(0, 5000, size=3000).astype(np.int32)
+    unique, inverse = unique_with_inverse(keys, 5000, dense_limit)
+    expected_unique, expected_inverse = np.unique(keys, return_inverse=True)
+    assert unique.dtype == np.int64
+    np.testing.assert_array_equal(unique, expected_unique)
+    np.testing.assert_array_equal(inverse, expected_inverse)
+    np.testing.assert_array_equal(unique[inverse], keys)
+
+
+@pytest.mark.parametrize("run_length", [1, 2, 30])  # short runs: pixel index_add; long: segments
+def test_sum_by_runs_matches_bincount(run_length: int) -> None:
+    rng = np.random.default_rng(run_length)
+    values = torch.from_numpy(rng.random((2, 30, 31))).requires_grad_(True)
+    lengths = np.full(values.numel() // run_length, run_length)
+    lengths[-1] += values.numel() - lengths.sum()
+    run_bin = rng.integers(0, 7, size=lengths.size)
+    sums = sum_by_runs(values, lengths, run_bin, 9)
+    pixel_bin = np.repeat(run_bin, lengths)
+    expected = np.bincount(pixel_bin, weights=values.detach().numpy().ravel(), minlength=9)
+    np.testing.assert_allclose(sums.detach().numpy(), expected)
+    weights = torch.arange(9, dtype=torch.float64)
+    (sums * weights).sum().backward()  # d/d pixel = weight of its bin
+    np.testing.assert_array_equal(values.grad.numpy().ravel(), pixel_bin.astype(np.float64))
 
 
 @pytest.mark.parametrize(

@@ -35,10 +35,10 @@ def test_polynomial_decay_matches_paddleseg_formula() -> None:
     assert curve.learning_rate(5) == pytest.approx(0.1 * 0.5**0.9)  # 0.0535887
     assert curve.learning_rate(10) == pytest.approx(0.0)
     assert curve.learning_rate(12) == pytest.approx(0.0)  # held at end_lr past decay_steps
-    # Paddle's defaults: power 1, end_lr 1e-4; cycle restarts at the next multiple of decay_steps
+    # PaddleSeg's defaults: power 0.9, end_lr 0; cycle restarts at the next multiple of decay_steps
     default = learning_rate_curve(
         {"lr_scheduler": {"type": "PolynomialDecay", "learning_rate": 0.1}}, total_iters=10)
-    assert default.learning_rate(5) == pytest.approx((0.1 - 1e-4) * 0.5 + 1e-4)
+    assert default.learning_rate(5) == pytest.approx(0.1 * 0.5**0.9)
     cyclic = learning_rate_curve(poly_config(cycle=True, power=1.0), total_iters=10)
     assert cyclic.learning_rate(15) == pytest.approx(0.1 * (1 - 15 / 20))
 
@@ -82,9 +82,10 @@ def test_scheduler_follows_curve_and_survives_a_state_dict_round_trip() -> None:
 
 def test_optimizer_types_and_errors() -> None:
     parameters = [torch.nn.Parameter(torch.zeros(2))]
-    sgd = build_optimizer({"type": "sgd", "momentum": 0.9, "weight_decay": 4e-5}, parameters, 0.1)
-    assert isinstance(sgd, torch.optim.SGD)
+    sgd = build_optimizer({"type": "sgd", "weight_decay": 4e-5}, parameters, 0.1)
+    assert isinstance(sgd, torch.optim.SGD)  # PaddleSeg's sgd is Momentum, 0.9 by default
     assert sgd.defaults["momentum"] == 0.9 and sgd.defaults["weight_decay"] == 4e-5
+    assert build_optimizer({"type": "SGD"}, parameters, 0.1).defaults["momentum"] == 0.0
     adamw = build_optimizer({"type": "AdamW", "beta1": 0.8}, parameters, 1e-3)
     assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["betas"] == (0.8, 0.999)
     with pytest.raises(HumanSegError, match="optimizer: unknown key.*momentun"):

@@ -17,6 +17,7 @@ cd "$(dirname "$0")/.."
 
 PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # no spinning threads on a shared machine
 CONFIG_SCL=configs/portrait/pp_humanseg_lite_portrait_192x192_scl.yml
 CONFIG_CE=configs/portrait/pp_humanseg_lite_portrait_192x192.yml
 DEFAULT_DIR=output/portrait/default

@@ -54,8 +54,8 @@ def check_input_size(model: torch.nn.Module, height: int, width: int) -> None:
     divisor = int(getattr(model, "size_divisor", 1))
     if height <= 0 or width <= 0 or height % divisor or width % divisor:
         raise HumanSegError(
-            f"--input_size {height} {width}: both sides must be positive multiples of "
-            f"{divisor} (the model's size_divisor)"
+            f"input size {height}x{width} (HxW): both sides must be positive multiples of "
+            f"{divisor}, the model's stride; choose another --input_size"
         )
 
 

@@ -27,13 +27,18 @@ def _take(spec: dict, allowed: dict[str, Any], where: str) -> dict[str, Any]:
 def build_optimizer(
     spec: dict, parameters: Iterable[torch.nn.Parameter], learning_rate: float
 ) -> torch.optim.Optimizer:
-    """SGD (momentum), Adam or AdamW from a config's `optimizer:` section at `learning_rate`."""
-    kind = str(spec.get("type", "sgd")).lower()
+    """SGD (momentum), Adam or AdamW from a config's `optimizer:` section at `learning_rate`.
+
+    As in PaddleSeg, `sgd` is Paddle's Momentum (momentum 0.9 unless given); only the exact
+    Paddle class name `SGD` means plain SGD (momentum 0 unless given).
+    """
+    name = str(spec.get("type", "sgd"))
+    kind = name.lower()
     params = [p for p in parameters if p.requires_grad]
     if kind in SGD_NAMES:
         opts = _take(
             spec,
-            {"momentum": 0.9 if kind == "momentum" else 0.0, "weight_decay": 0.0,
+            {"momentum": 0.0 if name == "SGD" else 0.9, "weight_decay": 0.0,
              "use_nesterov": False},
             "optimizer",
         )
@@ -117,8 +122,8 @@ def learning_rate_curve(
         kind = kinds[kind_name]
         allowed = {"learning_rate": None, "warmup_iters": 0, "warmup_start_lr": 0.0}
         if kind == "poly":
-            # paddle.optimizer.lr.PolynomialDecay's defaults
-            allowed |= {"end_lr": 1e-4, "power": 1.0, "decay_steps": None, "cycle": False}
+            # PaddleSeg's defaults (its Config sets them over Paddle's end_lr 1e-4, power 1)
+            allowed |= {"end_lr": 0.0, "power": 0.9, "decay_steps": None, "cycle": False}
         else:
             allowed |= {"eta_min": 0.0, "T_max": None}
         opts = _take(scheduler, allowed, "lr_scheduler")

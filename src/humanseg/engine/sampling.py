@@ -97,7 +97,7 @@ class SeededSamples(Dataset):
             with torch.random.fork_rng(devices=[]):
                 random.seed(seed)
                 np.random.seed(seed)
-                torch.manual_seed(seed)
+                torch.default_generator.manual_seed(seed)  # the CPU generator only
                 return self.dataset[index]
         finally:
             random.setstate(python_state)

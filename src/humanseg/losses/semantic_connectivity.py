@@ -3,7 +3,7 @@
 Hard masks (argmax) choose the connected components; the IoUs and areas are sums of the softmax
 probability of the component's class, so the value equals the hard definition for one-hot
 probabilities and still carries gradient to the logits. All per-pixel sums of a batch are one
-segment sum over runs of pixels on the logits' device; the argmax and label maps visit the CPU
+pass of sums over runs of pixels on the logits' device; the argmax and label maps visit the CPU
 for cc3d, and the per-component arithmetic runs in NumPy with its exact gradient.
 """
 
@@ -111,30 +111,50 @@ def semantic_connectivity_per_image(
         num_classes,
         max_pred_num_conn,
     )
-    run_sums = _segment_sums(pred_prob.to(dtype), batch.run_lengths)
-    label_run_sums = run_sums.new_zeros(0)
-    if batch.missed.any():
-        label_prob = probabilities.probability(labels).to(dtype)
-        label_run_sums = _segment_sums(label_prob, batch.label_run_lengths)
-    return _ConnectivityLoss.apply(run_sums, label_run_sums, batch)
+    piece_sums = sum_by_runs(
+        pred_prob.to(dtype), batch.run_lengths, batch.run_piece, batch.piece_pred.shape[0]
+    )
+    label_hits = piece_sums.new_zeros(0)
+    if batch.missed.any():  # probability of the label's class over each label component
+        label_hits = sum_by_runs(
+            probabilities.probability(labels).to(dtype), batch.label_run_lengths,
+            batch.label_run_ids, batch.label_area.shape[0] + 1,
+        )[1:]
+    return _ConnectivityLoss.apply(piece_sums, label_hits, batch)
 
 
-def _segment_sums(per_pixel: torch.Tensor, run_lengths: np.ndarray) -> torch.Tensor:
-    """Sums of a per-pixel tensor over consecutive runs of pixels (raster order)."""
-    lengths = torch.from_numpy(run_lengths).to(per_pixel.device)
-    # unsafe: the lengths were built from the same pixels and need no re-checking
-    return torch.segment_reduce(per_pixel.reshape(-1), "sum", lengths=lengths, unsafe=True)
+def sum_by_runs(
+    per_pixel: torch.Tensor, run_lengths: np.ndarray, run_bin: np.ndarray, num_bins: int
+) -> torch.Tensor:
+    """Sums of a per-pixel tensor into `num_bins` bins, run by run: the pixels of run k (runs
+    follow raster order, lengths `run_lengths`) all go to bin `run_bin[k]`.
+
+    Long runs (portrait maps): one segment sum over the runs, then a small index_add. Short
+    runs (speckled early-training maps, where segment_reduce is slow): index_add over pixels.
+    """
+    flat = per_pixel.reshape(-1)
+    bins = torch.zeros(num_bins, device=flat.device, dtype=flat.dtype)
+    if 8 * run_lengths.size > flat.numel():
+        pixel_bin = torch.from_numpy(np.repeat(run_bin, run_lengths)).to(flat.device)
+        return bins.index_add_(0, pixel_bin, flat)
+    lengths = torch.from_numpy(run_lengths).to(flat.device)
+    # unsafe: the lengths were built from these very pixels and need no re-checking
+    run_sums = torch.segment_reduce(flat, "sum", lengths=lengths, unsafe=True)
+    return bins.index_add_(0, torch.from_numpy(run_bin).to(flat.device), run_sums)
 
 
 def unique_with_inverse(
-    keys: np.ndarray, key_space: int, dense_limit: int = 1 << 22
+    keys: np.ndarray, key_space: int, dense_limit: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """np.unique(keys, return_inverse=True) for integer keys in [0, key_space), as int64.
 
-    Sorting dominates the loss on speckled early-training maps (~10^5 runs); a key space that
-    fits `dense_limit` is compacted through a presence table instead, in linear time.
+    Sorting dominates the loss on speckled early-training maps (~10^5 runs), so a key space up
+    to `dense_limit` (default 16 per key + 65536) is compacted through a presence table instead,
+    in linear time.
     """
-    if key_space > max(dense_limit, 4 * keys.size):
+    if dense_limit is None:
+        dense_limit = 16 * keys.size + (1 << 16)
+    if key_space > dense_limit:
         unique, inverse = np.unique(keys, return_inverse=True)
         return unique.astype(np.int64), inverse.ravel()
     present = np.zeros(key_space, dtype=bool)
@@ -147,10 +167,11 @@ class ComponentBatch:
     """The components of a batch and how pixel sums feed the loss; computes loss and gradient.
 
     Each pixel is keyed by its predicted component j and, where the label agrees, its label
-    component i (else none). Keys are constant along runs of pixels in raster order, so one
-    segment sum over the runs gives everything the loss needs: I_ij (pieces with an i) and S_j
-    (all pieces of j). The per-component arithmetic then runs in float64 NumPy with its exact
-    gradient, instead of ~50 tiny autograd operations.
+    component i (else none); a "piece" is one key. Keys are constant along runs of pixels in
+    raster order, so summing the probabilities run by run into pieces gives everything the loss
+    needs: I_ij (pieces with an i) and S_j (all pieces of j). The per-component arithmetic then
+    runs in float64 NumPy with its exact gradient by the piece sums, instead of ~50 tiny
+    autograd operations.
     """
 
     def __init__(
@@ -190,12 +211,10 @@ class ComponentBatch:
         )
         self.piece_pred = piece_key // (num_label + 1) - 1  # 0-based; -1: ignored pixels
         self.piece_label = piece_key % (num_label + 1) - 1  # -1: where the label disagrees
-        self.run_image = np.where(
-            self.piece_pred >= 0, pred_cc.image[self.piece_pred + 1], 0
-        )[self.run_piece]
+        self.piece_image = np.maximum(pred_cc.image[self.piece_pred + 1], 0)
         self.label_run_lengths = np.diff(label_cc.run_starts, append=key.size)
-        self.label_run_component = label_cc.run_ids - 1  # -1: ignored pixels
-        self.label_run_image = np.maximum(label_cc.image[label_cc.run_ids], 0)
+        self.label_run_ids = label_cc.run_ids  # 0: ignored pixels
+        self.label_image = label_cc.image[1:]
 
     def loss_and_gradients(
         self, piece_sums: np.ndarray, label_hits: np.ndarray
@@ -258,49 +277,40 @@ class ComponentBatch:
 
 
 class _ConnectivityLoss(torch.autograd.Function):
-    """Per-image SC loss from the run sums, with the gradient ComponentBatch works out."""
+    """Per-image SC loss from the piece sums, with the gradient ComponentBatch works out."""
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx,
-        run_sums: torch.Tensor,
-        label_run_sums: torch.Tensor,
+        piece_sums: torch.Tensor,
+        label_hits: torch.Tensor,
         batch: ComponentBatch,
     ) -> torch.Tensor:
-        """Loss of each image, [N], on the run sums' device and dtype."""
-        run_values = run_sums.detach().cpu().double().numpy()
-        piece_sums = np.bincount(batch.run_piece, weights=run_values,
-                                 minlength=batch.piece_pred.shape[0])
-        label_hits = np.zeros(batch.label_area.shape[0])
-        if label_run_sums.numel():
-            counted = batch.label_run_component >= 0
-            label_hits = np.bincount(
-                batch.label_run_component[counted],
-                weights=label_run_sums.detach().cpu().double().numpy()[counted],
-                minlength=label_hits.shape[0],
-            )
-        image_loss, grad_piece, grad_label_hit = batch.loss_and_gradients(piece_sums, label_hits)
-        device, dtype = run_sums.device, run_sums.dtype
-        ctx.run_image = torch.from_numpy(batch.run_image).to(device)
-        ctx.run_gradient = torch.from_numpy(grad_piece[batch.run_piece]).to(device, dtype)
-        ctx.label_run_image = ctx.label_run_gradient = None
-        if label_run_sums.numel():
-            component = batch.label_run_component
-            ctx.label_run_image = torch.from_numpy(batch.label_run_image).to(device)
-            label_gradient = np.where(component >= 0, grad_label_hit[component], 0.0)
-            ctx.label_run_gradient = torch.from_numpy(label_gradient).to(device, dtype)
+        """Loss of each image, [N], on the piece sums' device and dtype."""
+        device, dtype = piece_sums.device, piece_sums.dtype
+        hits = np.zeros(batch.label_area.shape[0])
+        if label_hits.numel():
+            hits = label_hits.detach().cpu().double().numpy()
+        image_loss, grad_piece, grad_label_hit = batch.loss_and_gradients(
+            piece_sums.detach().cpu().double().numpy(), hits
+        )
+        ctx.piece_image = torch.from_numpy(batch.piece_image).to(device)
+        ctx.piece_gradient = torch.from_numpy(grad_piece).to(device, dtype)
+        ctx.label_image = torch.from_numpy(batch.label_image).to(device)
+        ctx.label_gradient = torch.from_numpy(grad_label_hit).to(device, dtype)
+        ctx.has_label_hits = bool(label_hits.numel())
         return torch.from_numpy(image_loss).to(device, dtype)
 
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx, grad_images: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None, None]:
-        """Chain rule: each run belongs to one image."""
-        grad_runs = grad_images[ctx.run_image] * ctx.run_gradient
-        grad_label_runs = None
-        if ctx.label_run_image is not None:
-            grad_label_runs = grad_images[ctx.label_run_image] * ctx.label_run_gradient
-        return grad_runs, grad_label_runs, None
+        """Chain rule: each piece and each label component belongs to one image."""
+        grad_pieces = grad_images[ctx.piece_image] * ctx.piece_gradient
+        grad_label_hits = None
+        if ctx.has_label_hits:
+            grad_label_hits = grad_images[ctx.label_image] * ctx.label_gradient
+        return grad_pieces, grad_label_hits, None
 
 
 def kept_predictions(
@@ -386,11 +396,12 @@ def hard_connectivity_loss(
     if pred.is_floating_point() or labels.is_floating_point():
         raise HumanSegError("connectivity: prediction and label must hold integer class ids")
     pred, labels = pred.long(), labels.long()
+    if pred.numel() == 0:  # no pixels: no class counted, so every image scores 0
+        return torch.zeros(pred.shape[0])
     valid = labels != ignore_index
     if bool((pred < 0).any()) or bool((labels[valid] < 0).any()):
         raise HumanSegError("connectivity: class ids must be >= 0")
-    top_pred = int(pred.max()) if pred.numel() else 0
-    top = max(top_pred, int(labels[valid].max()) if bool(valid.any()) else 0)
+    top = max(int(pred.max()), int(labels[valid].max()) if bool(valid.any()) else 0)
     return semantic_connectivity_per_image(
         HardPrediction(pred), labels, top + 1, ignore_index, max_pred_num_conn, connectivity
     )

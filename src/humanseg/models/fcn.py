@@ -15,7 +15,6 @@ from humanseg.models.layers import (
     check_input,
     check_num_classes,
     init_like_paddleseg,
-    use_channels_last,
 )
 
 
@@ -65,7 +64,6 @@ class FCN(nn.Module):
         self.pretrained = pretrained
         self.backbone = backbone
         self.head = FCNHead(in_channels, channels or in_channels, num_classes, bias)
-        use_channels_last(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Image batch [N, C, H, W] -> logits [N, num_classes, H, W]."""

@@ -79,17 +79,12 @@ def check_input(x: torch.Tensor, in_channels: int, size_divisor: int, model_name
         )
 
 
-def use_channels_last(model: nn.Module) -> None:
-    """Keep conv weights channels-last (NHWC in memory): 10-50% less CPU per step here.
-
-    Models convert their input with `channels_last(x)` and return plain contiguous NCHW logits,
-    so callers see no difference; `.to(device)` and `load_state_dict` keep the layout.
-    """
-    model.to(memory_format=torch.channels_last)
-
-
 def channels_last(x: torch.Tensor) -> torch.Tensor:
-    """`x` laid out channels-last in memory (same shape and values)."""
+    """`x` laid out channels-last (NHWC in memory; same shape and values).
+
+    The models feed their convolutions channels-last activations, which oneDNN runs 10-40%
+    faster on the CPU here (weights keep their usual layout), and return contiguous NCHW logits.
+    """
     return x.contiguous(memory_format=torch.channels_last)
 
 

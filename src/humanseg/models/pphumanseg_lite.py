@@ -19,7 +19,6 @@ from humanseg.models.layers import (
     check_input,
     check_num_classes,
     init_like_paddleseg,
-    use_channels_last,
 )
 
 
@@ -58,13 +57,13 @@ class ShuffleBlock(nn.Module):
         self.separable = SeparableConvBN(half, half, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Two halves concatenated, then interleaved (channel shuffle with 2 groups)."""
+        """Concat of the two halves, channel-shuffled in 2 groups: [s0, b0, s1, b1, ...]."""
         if self.stride == 1:
             shortcut, branch = x.chunk(2, dim=1)
         else:
             shortcut, branch = self.down_branch(x), x
-        out = torch.cat([shortcut, self.separable(self.pointwise(branch))], dim=1)
-        return out.unflatten(1, (2, -1)).transpose(1, 2).flatten(1, 2)
+        branch = self.separable(self.pointwise(branch))
+        return torch.stack([shortcut, branch], dim=2).flatten(1, 2)
 
 
 class PPHumanSegLite(nn.Module):
@@ -94,13 +93,12 @@ class PPHumanSegLite(nn.Module):
         self.decode1 = SeparableConvBN(64 + 18, 64)
         self.classifier = SeparableConvBN(64, num_classes)
         init_like_paddleseg(self)
-        use_channels_last(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Image batch [N, C, H, W] -> logits [N, num_classes, H, W]."""
         check_input(x, self.in_channels, self.size_divisor, type(self).__name__)
         size = x.shape[-2:]
-        x = self.stem(channels_last(x))
+        x = self.stem(x)  # TMPX
         shortcut = self.shortcut(x)
         x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
         x = self.decode0(self.block2(self.block1(x)))

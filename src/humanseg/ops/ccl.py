@@ -22,8 +22,7 @@ class ComponentLabels:
     id (entry 0 stands for the excluded pixels: image and class -1), computed on first use.
     They are read from the runs of equal ids along raster order rather than from every pixel:
     a component is a union of whole runs, and portrait maps have tens of times fewer runs than
-    pixels.
-    cc3d's ids are not in raster order.
+    pixels. (cc3d's ids themselves are not in raster order.)
     """
 
     ids: np.ndarray
@@ -39,6 +38,8 @@ class ComponentLabels:
     def run_starts(self) -> np.ndarray:
         """Flat indices (raster order over [N, H, W]) where a run of equal ids begins."""
         flat = self.ids.ravel()
+        if flat.size == 0:
+            return np.zeros(0, dtype=np.int64)
         return np.concatenate(([0], np.flatnonzero(flat[1:] != flat[:-1]) + 1))
 
     @cached_property
