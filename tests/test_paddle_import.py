@@ -182,3 +182,20 @@ def test_convert_paddle_cli_bad_weights_write_nothing(
     assert convert(src, config, dst) == 2
     assert "weights do not fit FCN" in capsys.readouterr().err
     assert sorted(tmp_path.iterdir()) == sorted([src, config])  # no output, no temporary file
+
+
+def test_backbone_pretrained_pdparams_loads_without_the_prefix(tmp_path: Path) -> None:
+    # PaddleSeg backbone weights name keys from the backbone down (no `backbone.` prefix).
+    arrays = {
+        key.removeprefix("backbone."): array
+        for key, array in paddle_arrays("fcn_hrnet_w18_small_v1", seed=2).items()
+        if key.startswith("backbone.")
+    }
+    path = write_pdparams(tmp_path / "hrnet_small.pdparams", arrays)
+    spec = {**SPECS["fcn_hrnet_w18_small_v1"]}
+    spec["backbone"] = {"type": "HRNet_W18_Small_V1", "pretrained": str(path)}
+    model = build_model(spec)
+    np.testing.assert_array_equal(
+        model.backbone.stages[2][0].fuse[3][0][2].bn.running_var.numpy(),
+        arrays["st4.stage_st4_1.fuse_func.residual_st4_1_layer_4_1_3._batch_norm._variance"],
+    )

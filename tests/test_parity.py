@@ -17,7 +17,7 @@ import yaml
 
 from humanseg.cli import main
 from humanseg.models import build_model, load_model_file
-from humanseg.models.paddle_import import load_pdparams_into
+from humanseg.models.paddle_import import load_pdparams_into, paddle_to_torch_key, read_pdparams
 
 ROOT = Path(__file__).resolve().parents[1]
 PADDLE_PYTHON = ROOT / ".venv-paddle" / "bin" / "python"
@@ -63,6 +63,28 @@ def test_logits_match_paddleseg(reference: Path, name: str) -> None:
     assert logits.shape == expected.shape
     assert expected.std() > 0.1  # the reference output varies, so a match means something
     assert np.abs(logits - expected).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_training_mode_matches_paddleseg(reference: Path, name: str) -> None:
+    # BN on batch statistics: same logits, same updated running means. Running variances differ
+    # slightly by design: PyTorch updates them with the unbiased batch variance, Paddle with the
+    # biased one (a factor n / (n - 1), n = N x H x W per channel; see docs/models.md).
+    model = load_pdparams_into(build_model(SPECS[name]), reference / f"{name}.pdparams")
+    image = torch.from_numpy(np.load(reference / f"{name}_input.npy"))
+    with torch.no_grad():
+        logits = model.train()(image).numpy()
+    expected = np.load(reference / f"{name}_train_logits.npy")
+    assert np.abs(logits - expected).max() <= TOLERANCE
+    updated = read_pdparams(reference / f"{name}_after_train_step.pdparams")
+    state = model.state_dict()
+    means = {  # Lite's unused PaddleSeg branches have no counterpart here
+        paddle_to_torch_key(k): v for k, v in updated.items() if k.endswith("._mean")
+    }
+    means = {k: v for k, v in means.items() if k in state}
+    for key, paddle_mean in means.items():
+        np.testing.assert_allclose(state[key].numpy(), paddle_mean, atol=1e-5, err_msg=key)
+    assert len(means) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
 
 
 def test_converted_model_file_matches_paddleseg(reference: Path, tmp_path: Path) -> None:

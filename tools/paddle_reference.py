@@ -2,7 +2,9 @@
 
 `parity OUT`: builds PaddleSeg's FCN + HRNet_W18, FCN + HRNet_W18_Small_V1 and PPHumanSegLite,
 fills every parameter and BN statistic with seeded random values, and writes for each model
-`NAME.pdparams`, `NAME_input.npy` and `NAME_logits.npy` (eval mode) into OUT.
+`NAME.pdparams`, `NAME_input.npy` and `NAME_logits.npy` (eval mode) into OUT, then
+`NAME_train_logits.npy` (one training-mode forward, BN on batch statistics) and
+`NAME_after_train_step.pdparams` (the running statistics that forward updated).
 
 `keys OUT`: writes `NAME.keys.txt` (one `name shape` line per state_dict entry, in order) for
 the test fixtures in tests/data/paddleseg/.
@@ -82,6 +84,12 @@ def parity(out: Path, seed: int) -> None:
         paddle.save(model.state_dict(), str(out / f"{name}.pdparams"))
         np.save(out / f"{name}_input.npy", image)
         np.save(out / f"{name}_logits.npy", logits)
+        # Training mode: logits from batch statistics, and the running statistics it updates.
+        model.train()
+        with paddle.no_grad():
+            train_logits = model(paddle.to_tensor(image))[0].numpy()
+        np.save(out / f"{name}_train_logits.npy", train_logits)
+        paddle.save(model.state_dict(), str(out / f"{name}_after_train_step.pdparams"))
 
 
 def write_keys(out: Path) -> None:

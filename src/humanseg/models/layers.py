@@ -1,4 +1,4 @@
-"""Building blocks shared by the networks: conv-BN(-ReLU) units and the input-size check."""
+"""Shared by the networks: conv-BN(-ReLU) units, input checks, layout and initialisation."""
 
 from __future__ import annotations
 
@@ -24,15 +24,13 @@ class ConvBN(nn.Module):
         out_channels: int,
         kernel_size: int,
         stride: int = 1,
-        padding: int | None = None,
         groups: int = 1,
         relu: bool = True,
         bias: bool = False,
         pad_end: bool = False,
     ) -> None:
         super().__init__()
-        if padding is None:
-            padding = 0 if pad_end else kernel_size // 2
+        padding = 0 if pad_end else kernel_size // 2
         self.pad_end = pad_end
         self.conv = nn.Conv2d(
             in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias
@@ -46,6 +44,11 @@ class ConvBN(nn.Module):
             x = F.pad(x, (0, 1, 0, 1))
         x = self.bn(self.conv(x))
         return F.relu(x) if self.relu else x
+
+
+def capturing_graph() -> bool:
+    """True while torch.jit.trace, torch.export / ONNX export or torch.compile records a graph."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
 def check_num_classes(num_classes: object, model_name: str) -> int:
@@ -63,7 +66,7 @@ def check_input(x: torch.Tensor, in_channels: int, size_divisor: int, model_name
     Skipped while tracing or exporting, where sizes may be symbolic and the check would only add
     guards to the graph; eager calls (training, evaluation, prediction) are always checked.
     """
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+    if capturing_graph():
         return
     if x.dim() != 4 or x.shape[1] != in_channels:
         raise HumanSegError(
@@ -85,6 +88,8 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     The models feed their convolutions channels-last activations, which oneDNN runs 10-40%
     faster on the CPU here (weights keep their usual layout), and return contiguous NCHW logits.
     """
+    if capturing_graph():  # a graph has no memory layout; forcing one pins the batch size
+        return x
     return x.contiguous(memory_format=torch.channels_last)
 
 

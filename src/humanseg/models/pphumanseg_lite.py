@@ -98,7 +98,7 @@ class PPHumanSegLite(nn.Module):
         """Image batch [N, C, H, W] -> logits [N, num_classes, H, W]."""
         check_input(x, self.in_channels, self.size_divisor, type(self).__name__)
         size = x.shape[-2:]
-        x = self.stem(x)  # TMPX
+        x = self.stem(channels_last(x))
         shortcut = self.shortcut(x)
         x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
         x = self.decode0(self.block2(self.block1(x)))
