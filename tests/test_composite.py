@@ -162,8 +162,16 @@ def test_label_of_another_size_is_named(tmp_path: Path) -> None:
     for path in Path(spec["masks"]).iterdir():
         cv2.imwrite(str(path), np.zeros((10, 10), np.uint8))
     dataset = PortraitComposite([spec], **no_variation())
-    with pytest.raises(HumanSegError, match=r"p\d+\.png: label is 10x10 but p\d+\.png is 60x80"):
+    with pytest.raises(HumanSegError, match=r"p\d+\.png: label is 10x10 .* is 60x80"):
         dataset.raw(0)
+
+
+def test_label_values_outside_the_classes_are_named(tmp_path: Path) -> None:
+    spec = make_photos(tmp_path / "photos", count=3)
+    for path in Path(spec["masks"]).iterdir():
+        cv2.imwrite(str(path), np.full((HEIGHT, WIDTH), 7, np.uint8))
+    with pytest.raises(HumanSegError, match=r"p\d+\.png: label values \[7\]"):
+        PortraitComposite([spec], **no_variation()).raw(0)
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ def packaged_predictor() -> object:
 
 
 def held_out_portraits(count: int) -> list[Path]:
-    """The first `count` portraits of the fixed validation split (never trained on)."""
+    """Up to `count` portraits of the fixed validation split (never trained on), by number."""
     images = sorted((PORTRAITS / "images").glob("*.jpg"), key=lambda p: int(p.stem[3:]))
     return [path for path in images if is_validation(path.stem)][:count]
 
@@ -58,21 +58,24 @@ def test_probabilities_cover_the_photo_and_sum_to_one() -> None:
 
 @needs_data
 def test_held_out_portraits_are_segmented_well() -> None:
+    """All 33 held-out portraits: an untrained model scores ~0.2; docs/model_zoo.md has ~0.72."""
     predictor = packaged_predictor()
     scores = []
-    for path in held_out_portraits(5):
+    for path in held_out_portraits(100):
         label = read_mask(PORTRAITS / "masks" / f"{path.stem}.png")
         prediction = predictor.predict(read_image(path)).argmax(axis=0)
         scores.append(person_iou(prediction, label))
-    assert len(scores) == 5
-    assert np.mean(scores) > 0.8, scores
-    assert min(scores) > 0.6, scores
+    assert len(scores) > 25
+    assert np.mean(scores) > 0.65, scores
+    assert np.median(scores) > 0.75, scores
 
 
 @needs_data
-def test_predict_verb_uses_the_packaged_model(tmp_path: Path) -> None:
-    photo = held_out_portraits(1)[0]
+def test_predict_verb_segments_a_held_out_portrait(tmp_path: Path) -> None:
+    """`humanseg predict PHOTO` with no config: vs_13, a held-out head-and-shoulders portrait."""
+    photo = PORTRAITS / "images" / "vs_13.jpg"
+    assert is_validation(photo.stem)
     assert main(["predict", str(photo), "--save_dir", str(tmp_path)]) == 0
     label = read_mask(tmp_path / "label" / f"{photo.stem}.png")
     truth = read_mask(PORTRAITS / "masks" / f"{photo.stem}.png")
-    assert person_iou(label, truth) > 0.7
+    assert person_iou(label, truth) > 0.85

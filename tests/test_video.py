@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from deploy_fixtures import write_model
 from skimage import data
 
@@ -71,6 +72,7 @@ def test_video_end_to_end(tmp_path: Path, model_files, capsys) -> None:
     config, model_path = model_files
     source = write_test_video(tmp_path / "still.mp4", still_frames(8))
     output = tmp_path / "out" / "green.mp4"
+    threads_before = torch.get_num_threads()
     code = run_video(
         "--input",
         str(source),
@@ -88,6 +90,7 @@ def test_video_end_to_end(tmp_path: Path, model_files, capsys) -> None:
     assert len(frames) == 8
     assert frames[0].shape == (*FRAME_SIZE, 3)
     assert "FPS" in capsys.readouterr().out
+    assert torch.get_num_threads() == threads_before  # --threads applies to this run only
     assert sorted(p.name for p in output.parent.iterdir()) == ["green.mp4"]  # no temp files
 
 
@@ -180,9 +183,23 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path, model_files) -> None:
         run_video("--input", "57", "--output", str(output), *model_args)
     with pytest.raises(HumanSegError, match="#RRGGBB"):
         run_video("--input", str(corrupt), "--output", str(output), "--background", "#12")
+    source = write_test_video(tmp_path / "still.mp4", still_frames(2))
+    with pytest.raises(HumanSegError, match="corrupt.mp4: not a loadable ONNX model"):
+        run_video(
+            "--input",
+            str(source),
+            "--output",
+            str(output),
+            "--backend",
+            "onnxruntime",
+            "--config",
+            str(config),
+            "--model_path",
+            str(corrupt),
+        )
     with pytest.raises(HumanSegError, match="out.gif: end it in one of .mp4"):
         run_video("--input", str(corrupt), "--output", str(tmp_path / "out.gif"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.mp4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.mp4", "still.mp4"]
 
 
 def interrupted_after(frames: list[np.ndarray], count: int):

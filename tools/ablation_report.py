@@ -27,7 +27,7 @@ from humanseg.config import load_config
 from humanseg.data import build_dataset
 from humanseg.engine.evaluate import infer_scores
 from humanseg.errors import HumanSegError
-from humanseg.io import atomic_path, write_image
+from humanseg.io import atomic_path
 from humanseg.metrics import SegMetrics
 from humanseg.models import build_model, load_model_file
 from humanseg.ops import label_components
@@ -37,7 +37,7 @@ IGNORE = 255
 RUN_NAME = re.compile(r"^(?P<arm>ce|scl)_seed(?P<seed>\d+)$")
 ARM_TITLES = {"ce": "CE only", "scl": "CE + SC loss"}
 ARM_COLOURS = {"ce": "tab:orange", "scl": "tab:blue"}
-TILE_HEIGHT = 160
+TILE_HEIGHT = 120
 
 
 def final_model(run_dir: Path) -> Path:
@@ -57,6 +57,11 @@ def person_components(class_map: np.ndarray) -> int:
     return int(label_components((class_map == PERSON)[None].astype(np.uint8)).counts(2)[0, 1])
 
 
+def source_name(images: Path) -> str:
+    """`portraits` for .../portraits/images, `COCO_person` for .../COCO_person/images/val2017."""
+    return images.parent.name if images.name == "images" else images.parent.parent.name
+
+
 @torch.no_grad()
 def score_run(model_path: Path, cfg: dict[str, Any], dataset: Any) -> dict[str, Any]:
     """Metrics of one model on every validation photo, plus its per-image predictions."""
@@ -72,7 +77,7 @@ def score_run(model_path: Path, cfg: dict[str, Any], dataset: Any) -> dict[str, 
         prediction = scores.argmax(dim=1)[0].to(torch.uint8).numpy()
         truth = label.to(torch.uint8).numpy()
         overall.update(prediction[None], truth[None])
-        per_source[dataset.samples[index].source.images.parts[-2]].update(
+        per_source[source_name(dataset.samples[index].source.images)].update(
             prediction[None], truth[None]
         )
         predictions.append(prediction)
@@ -139,7 +144,7 @@ def plot_curves(runs: dict[str, dict[str, Any]], path: Path) -> None:
             if smoothed:
                 values = smooth(values)
                 steps = steps[len(steps) - len(values) :]
-            style = "-" if run["seed"] % 2 else "--"
+            style = ("-", "--", ":")[(run["seed"] - 1) % 3]
             axis.plot(steps, values, style, color=ARM_COLOURS[run["arm"]], label=name)
         axis.set_title(title, fontsize=10)
         axis.set_xlabel("iteration")
@@ -165,11 +170,13 @@ def overlay(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -
 
 
 def plot_fragments(
-    dataset: Any, ce: dict[str, Any], scl: dict[str, Any], path: Path, rows: int = 4
+    dataset: Any, ce: dict[str, Any], scl: dict[str, Any], path: Path, rows_each: int = 2
 ) -> list[str]:
-    """Photo | label | CE-only | CE+SC for the photos where CE-only fragments most beyond SCL."""
+    """Photo | label | CE-only | CE+SC: the photos where CE-only has the most components more
+    than CE+SC, then those where CE+SC has the most more (both directions, not a showcase)."""
     excess = np.array(ce["pred_counts"]) - np.array(scl["pred_counts"])
-    chosen = [int(i) for i in np.argsort(-excess, kind="stable")[:rows]]
+    order = np.argsort(-excess, kind="stable")
+    chosen = [int(i) for i in order[:rows_each]] + [int(i) for i in order[::-1][:rows_each]]
     lines = []
     for index in chosen:
         image, label = dataset.raw(index)
@@ -183,12 +190,21 @@ def plot_fragments(
     width = max(line.shape[1] for line in lines)
     grid = np.concatenate([np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0)))
                            for line in lines], axis=0)
-    write_image(path, grid)
+    write_small_png(path, grid)
     return [
         f"{dataset.samples[i].image.name}: label {ce['label_counts'][i]}, "
         f"CE-only {ce['pred_counts'][i]}, CE+SC {scl['pred_counts'][i]} components"
         for i in chosen
     ]
+
+
+def write_small_png(path: Path, image: np.ndarray, colours: int = 96) -> None:
+    """An RGB figure as a palette PNG (a few hundred KB less than true colour), atomically."""
+    from PIL import Image
+
+    palette = Image.fromarray(image).quantize(colors=colours, method=Image.Quantize.MEDIANCUT)
+    with atomic_path(path) as tmp:
+        palette.save(tmp, format="PNG", optimize=True)
 
 
 def mean_std(values: list[float]) -> str:

@@ -31,9 +31,10 @@ import cv2
 import numpy as np
 import torch
 
+from humanseg.data.datasets import load_pair
 from humanseg.data.split import DEFAULT_VAL_FRACTION, is_validation
 from humanseg.errors import HumanSegError
-from humanseg.io import IMAGE_SUFFIXES, read_image, read_mask
+from humanseg.io import IMAGE_SUFFIXES, read_image
 
 PERSON = 1
 PERSON_ID = 1  # COCO category id of 'person'
@@ -277,27 +278,19 @@ class PortraitComposite:
     def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The sample before transforms: RGB uint8 [H, W, 3] and label uint8 [H, W]."""
         if self.mode == "val":
-            sample = self.samples[index]
-            image, mask = read_image(sample.image), read_mask(sample.mask)
-            self.check_shapes(image, mask, sample)
-            return image, mask
+            return self.load(index)
         return self.training_photo(index)
 
-    @staticmethod
-    def check_shapes(image: np.ndarray, mask: np.ndarray, sample: Sample) -> None:
-        """A label whose size differs from its photo's is a data error worth naming."""
-        if image.shape[:2] != mask.shape:
-            raise HumanSegError(
-                f"{sample.mask}: label is {mask.shape[1]}x{mask.shape[0]} but "
-                f"{sample.image.name} is {image.shape[1]}x{image.shape[0]}"
-            )
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The sample's photo and label as stored, checked (same size, values 0, 1, ignore)."""
+        sample = self.samples[index]
+        return load_pair(sample.image, sample.mask, self.num_classes, self.ignore_index)
 
     def photo(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The sample's photo and label, shrunk to `max_side` and cached in memory."""
         sample = self.samples[index]
         if sample.image not in self._photo_cache:
-            image, mask = read_image(sample.image), read_mask(sample.mask)
-            self.check_shapes(image, mask, sample)
+            image, mask = self.load(index)
             self._photo_cache[sample.image] = (
                 shrink(image, self.max_side, cv2.INTER_AREA),
                 shrink(mask, self.max_side, cv2.INTER_NEAREST),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from humanseg.deploy.compose import (
@@ -65,6 +66,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads of the torch backend (default 1: PyTorch's spinning OpenMP threads "
+        "stall when the CPU is shared; onnxruntime uses 2 threads that sleep when idle)",
+    )
     parser.add_argument("--no-smooth", action="store_true", help="turn temporal smoothing off")
     parser.add_argument("--max_frames", type=int, help="stop after this many frames")
 
@@ -151,8 +159,13 @@ def run(args: argparse.Namespace) -> int:
         raise HumanSegError(f"--max_frames must be positive, got {args.max_frames}")
     if Path(args.output).suffix.lower() not in VIDEO_SUFFIXES:
         raise HumanSegError(f"--output {args.output}: end it in one of {', '.join(VIDEO_SUFFIXES)}")
+    if args.threads <= 0:
+        raise HumanSegError(f"--threads must be positive, got {args.threads}")
     background = parse_background(args.background)
     capture = open_capture(args.input)
+    previous_threads = torch.get_num_threads()
+    if args.backend == "torch":
+        torch.set_num_threads(args.threads)
     try:
         predictor = build_predictor(argparse.Namespace(**{**vars(args), "precision": "fp32"}))
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not is_camera(args.input) else 0
@@ -171,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         capture.release()
+        torch.set_num_threads(previous_threads)
     print(
         f"wrote {args.output}: {stats.frames} frames in {stats.seconds:.1f} s ({stats.fps:.1f} FPS)"
     )
