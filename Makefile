@@ -36,8 +36,11 @@ test: lint paddle-venv
 demo: install
 	$(VENV)/bin/humanseg demo --save_dir output/demo
 
-bench: install
+# SC loss vs cross-entropy, models and transforms vs PaddleSeg 2.8 (same run); docs/benchmarks.md.
+bench: install paddle-venv
 	$(PY) benchmarks/bench_loss.py
+	$(PY) benchmarks/bench_models.py
+	$(PY) benchmarks/bench_transforms.py
 
 # MediaPipe's selfie segmenter for the deployment benchmark (its numpy<2 pin needs its own venv).
 MEDIAPIPE_VENV ?= .venv-mediapipe

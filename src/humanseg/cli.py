@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from humanseg.errors import HumanSegError
+
+# Before torch loads: OpenMP threads that spin while idle make every step many times slower as
+# soon as the CPU is shared (a video call beside the segmenter, other jobs).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # verb -> (module, one-line help). Each module has add_arguments(parser) and run(args) -> int.
 VERBS: dict[str, tuple[str, str]] = {

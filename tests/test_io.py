@@ -1,0 +1,93 @@
+"""Image/mask reading errors and atomic writes (humanseg.io)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from humanseg.errors import HumanSegError
+from humanseg.io import atomic_path, list_images, read_image, read_mask, write_image
+
+
+def test_read_image_converts_bgr_grey_and_rgba_to_rgb(tmp_path: Path) -> None:
+    bgr = np.zeros((2, 3, 3), np.uint8)
+    bgr[..., 0] = 10  # blue channel in OpenCV's order
+    bgr[..., 2] = 200  # red
+    cv2.imwrite(str(tmp_path / "colour.png"), bgr)
+    rgb = read_image(tmp_path / "colour.png")
+    assert rgb.shape == (2, 3, 3)
+    assert rgb[0, 0].tolist() == [200, 0, 10]
+
+    cv2.imwrite(str(tmp_path / "grey.png"), np.full((4, 5), 77, np.uint8))
+    grey = read_image(tmp_path / "grey.png")
+    assert grey.shape == (4, 5, 3) and (grey == 77).all()
+
+    bgra = np.dstack([bgr, np.full((2, 3), 9, np.uint8)])
+    cv2.imwrite(str(tmp_path / "alpha.png"), bgra)
+    assert read_image(tmp_path / "alpha.png")[0, 0].tolist() == [200, 0, 10]
+
+
+def test_read_image_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(HumanSegError, match=r"missing\.jpg: image file not found"):
+        read_image(tmp_path / "missing.jpg")
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(HumanSegError, match=r"corrupt\.jpg: not a readable image"):
+        read_image(corrupt)
+
+
+def test_read_mask_rejects_colour_and_reads_palette_indices(tmp_path: Path) -> None:
+    cv2.imwrite(str(tmp_path / "colour.png"), np.zeros((3, 3, 3), np.uint8))
+    with pytest.raises(HumanSegError, match=r"colour\.png: label must have 1 channel, found 3"):
+        read_mask(tmp_path / "colour.png")
+
+    indices = np.array([[0, 1], [255, 1]], np.uint8)
+    palette_image = Image.fromarray(indices, mode="P")
+    palette_image.putpalette([0, 0, 0, 128, 0, 0] + [0, 0, 0] * 254)
+    palette_image.save(tmp_path / "palette.png")
+    assert read_mask(tmp_path / "palette.png").tolist() == [[0, 1], [255, 1]]
+
+    cv2.imwrite(str(tmp_path / "plain.png"), indices)
+    assert read_mask(tmp_path / "plain.png").tolist() == [[0, 1], [255, 1]]
+    with pytest.raises(HumanSegError, match=r"nope\.png: label file not found"):
+        read_mask(tmp_path / "nope.png")
+
+
+def test_list_images_sorted_and_empty_folder_error(tmp_path: Path) -> None:
+    for name in ("b.png", "a.JPG", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in list_images(tmp_path)] == ["a.JPG", "b.png"]
+    assert list_images(tmp_path / "b.png") == [tmp_path / "b.png"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(HumanSegError, match="folder holds no images"):
+        list_images(empty)
+    with pytest.raises(HumanSegError, match="no such image file or folder"):
+        list_images(tmp_path / "absent")
+
+
+def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path: Path) -> None:
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"old checkpoint")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half writ")
+        raise RuntimeError("disk full")
+    assert target.read_bytes() == b"old checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+def test_atomic_write_gives_umask_permissions_not_owner_only(tmp_path: Path) -> None:
+    old_mask = os.umask(0o022)
+    try:
+        write_image(tmp_path / "out.png", np.zeros((2, 2, 3), np.uint8))
+    finally:
+        os.umask(old_mask)
+    mode = stat.S_IMODE((tmp_path / "out.png").stat().st_mode)
+    assert mode == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
