@@ -1,4 +1,4 @@
-"""Prediction: the Predictor's resizing and softmax, the output images, the `predict` verb."""
+"""Prediction: the Predictor's softmax and resizing, the output images, the `predict` verb."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def test_color_map_is_paddleseg_voc_palette() -> None:
     assert color_map(9)[8].tolist() == [64, 0, 0]  # 8 = 0b1000: bit 3 -> second-highest R bit
 
 
-def test_predictor_resizes_logits_then_applies_softmax() -> None:
+def test_predictor_applies_softmax_then_resizes_probabilities() -> None:
     seen: list[tuple[int, ...]] = []
 
     def forward(batch: np.ndarray) -> np.ndarray:
@@ -44,8 +44,13 @@ def test_predictor_resizes_logits_then_applies_softmax() -> None:
     probabilities = Predictor(forward, transforms, num_classes=2)(image)
     assert seen == [(1, 3, 4, 6)]
     assert probabilities.shape == (2, 8, 12) and probabilities.dtype == np.float32
-    assert probabilities[1, :, :4] == pytest.approx(np.full((8, 4), 0.25), abs=1e-6)
-    assert probabilities[1, :, 8:] == pytest.approx(np.full((8, 4), 0.75), abs=1e-6)
+    assert probabilities[1, :, :5] == pytest.approx(np.full((8, 5), 0.25), abs=1e-6)
+    assert probabilities[1, :, 7:] == pytest.approx(np.full((8, 5), 0.75), abs=1e-6)
+    # Output column x samples input column (x + 0.5) / 2 - 0.5: column 5 is 2.25, i.e. 3/4 of
+    # column 2 (P = 1/4) and 1/4 of column 3 (P = 3/4). Blending probabilities gives 0.375;
+    # blending logits first would give 1 / (1 + 3 ** 0.5) = 0.366.
+    assert probabilities[1, :, 5] == pytest.approx(np.full(8, 0.75 * 0.25 + 0.25 * 0.75), abs=1e-6)
+    assert probabilities[1, :, 6] == pytest.approx(np.full(8, 0.25 * 0.25 + 0.75 * 0.75), abs=1e-6)
     assert probabilities.sum(axis=0) == pytest.approx(np.ones((8, 12)), abs=1e-6)
 
 
@@ -72,6 +77,30 @@ def test_padding_added_by_the_pipeline_is_cropped_before_resizing() -> None:
     sigmoid = 1 / (1 + math.exp(-5.0))
     assert probabilities[1, :, :4] == pytest.approx(np.full((4, 4), sigmoid), abs=1e-6)
     assert probabilities[1, :, 4:] == pytest.approx(np.full((4, 4), 1 - sigmoid), abs=1e-6)
+
+
+def test_padded_three_class_output_matches_a_numpy_and_cv2_oracle() -> None:
+    def halve_then_pad(image: np.ndarray, label: np.ndarray | None):
+        """Halves an 8 x 16 photo to 4 x 8 and pads it at the bottom to 8 x 8."""
+        small = cv2.resize(image, (8, 4), interpolation=cv2.INTER_AREA)
+        chw = np.zeros((3, 8, 8), np.float32)
+        chw[:, :4] = small.transpose(2, 0, 1) / 255
+        if label is None:
+            return chw, None
+        padded = np.full((8, 8), 255, np.int64)
+        padded[:4] = cv2.resize(label, (8, 4), interpolation=cv2.INTER_NEAREST)
+        return chw, padded
+
+    logits = np.random.default_rng(3).normal(0, 2, size=(1, 3, 8, 8)).astype(np.float32)
+    predictor = Predictor.from_pipeline(lambda batch: logits, halve_then_pad, num_classes=3)
+    probabilities = predictor(np.zeros((8, 16, 3), np.uint8))
+    photo = logits[0, :, :4].astype(np.float64)  # the padding rows 4..7 are dropped
+    softmax = np.exp(photo) / np.exp(photo).sum(axis=0)
+    expected = np.stack([cv2.resize(plane, (16, 8), interpolation=cv2.INTER_LINEAR)
+                         for plane in softmax])
+    assert probabilities.shape == (3, 8, 16)
+    assert probabilities == pytest.approx(expected, abs=1e-6)
+    assert probabilities.sum(axis=0) == pytest.approx(np.ones((8, 16)), abs=1e-6)
 
 
 def test_predictor_rejects_output_of_the_wrong_class_count() -> None:
@@ -207,3 +236,27 @@ def test_predict_without_a_model_uses_the_packaged_one(lite_model, tmp_path: Pat
         assert code == 2 and str(missing) in capsys.readouterr().err
     else:
         assert code == 0 and (tmp_path / "cutout" / "wide.png").is_file()
+
+
+def test_predict_resolves_model_paths_as_the_weights_module_does(lite_model, tmp_path: Path,
+                                                                 capsys, monkeypatch) -> None:
+    import humanseg.weights
+
+    config, model_path, photos = lite_model
+    argv = ["predict", str(photos / "wide.png"), "--save_dir", str(tmp_path)]
+    for given in ([str(config), None], [None, str(model_path)]):
+        with pytest.raises(HumanSegError) as expected:
+            humanseg.weights.resolve_paths(*given)
+        options = [*(["--config", given[0]] if given[0] else []),
+                   *(["--model_path", given[1]] if given[1] else [])]
+        assert main([*argv, *options]) == 2
+        assert capsys.readouterr().err.strip().endswith(str(expected.value))
+    monkeypatch.setattr(humanseg.weights, "DEFAULT_MODEL", tmp_path / "missing.pt")
+    with pytest.raises(HumanSegError) as missing:
+        humanseg.weights.resolve_paths(None, None)
+    assert "missing.pt" in str(missing.value)
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().endswith(str(missing.value))
+    assert main([*argv, "--backend", "onnxruntime"]) == 2  # no packaged ONNX model
+    assert "--backend onnxruntime needs --config and --model_path" in capsys.readouterr().err
+    assert not (tmp_path / "label").exists()

@@ -64,7 +64,7 @@ def test_cosine_and_legacy_forms() -> None:
     assert overridden.learning_rate(5) == pytest.approx(0.2 * 0.5**0.9)
 
 
-def test_scheduler_follows_curve_and_survives_a_state_dict_round_trip() -> None:
+def test_scheduler_follows_curve_and_can_start_at_a_resumed_iteration() -> None:
     curve = learning_rate_curve(poly_config(), total_iters=10)
     parameter = torch.nn.Parameter(torch.zeros(1))
     optimizer = build_optimizer({"type": "sgd", "momentum": 0.9}, [parameter], curve.base_lr)
@@ -73,11 +73,18 @@ def test_scheduler_follows_curve_and_survives_a_state_dict_round_trip() -> None:
         optimizer.step()
         scheduler.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.7**0.9)
+    # A scheduler built at iteration 3 (on an optimizer whose lr is something else, as a loaded
+    # optimizer state's is) continues the same curve.
     fresh_optimizer = build_optimizer({"type": "sgd"}, [parameter], 0.5)
-    fresh = build_scheduler(fresh_optimizer, learning_rate_curve(poly_config(), total_iters=99))
-    fresh.load_state_dict(scheduler.state_dict())
+    fresh = build_scheduler(fresh_optimizer, curve, start_iteration=3)
+    assert fresh_optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.7**0.9)
+    fresh_optimizer.step()
     fresh.step()
     assert fresh_optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.6**0.9)
+    # Built for a new total of 20 iterations at iteration 3: poly over 20, not over 10.
+    longer = build_scheduler(fresh_optimizer, learning_rate_curve(poly_config(), 20), 3)
+    assert longer.get_last_lr() == pytest.approx([0.1 * (1 - 3 / 20) ** 0.9])
+    assert fresh_optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * (1 - 3 / 20) ** 0.9)
 
 
 def test_optimizer_types_and_errors() -> None:
@@ -298,6 +305,43 @@ def test_resume_from_a_mid_checkpoint_is_bit_for_bit(trained, tmp_path: Path) ->
     first_state = checkpoint.load_train_state(save_dir / "iter_40")
     second_state = checkpoint.load_train_state(tmp_path / "iter_40")
     assert torch.equal(first_state["rng"]["torch"], second_state["rng"]["torch"])
+
+
+def test_resume_with_more_iters_follows_the_new_poly_schedule(trained, tmp_path: Path) -> None:
+    from humanseg.engine.train import train
+
+    cfg, save_dir, _ = trained
+    resumed = train(cfg, tmp_path, resume_model=str(save_dir / "iter_20"), iters=24,
+                    log_iters=1, do_eval=False, progress=False)
+    assert [entry["iter"] for entry in resumed.losses] == [21, 22, 23, 24]
+    # Iteration k uses step index k - 1 of poly over the new total: 0.1 * (1 - (k-1)/24) ** 0.9
+    # (the checkpoint's own schedule, over 40, would give 0.1 * 0.5 ** 0.9 = 0.0536 at 21).
+    expected = [0.1 * (1 - 20 / 24) ** 0.9, 0.1 * (1 - 21 / 24) ** 0.9,
+                0.1 * (1 - 22 / 24) ** 0.9, 0.1 * (1 - 23 / 24) ** 0.9]
+    assert [entry["lr"] for entry in resumed.losses] == pytest.approx(expected, rel=1e-9)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("iter_")] == ["iter_24"]
+
+
+def test_save_interval_comes_from_the_config_unless_given(trained, blob_root: Path,
+                                                          tmp_path: Path) -> None:
+    from humanseg.cli import main
+    from humanseg.engine.train import train
+
+    cfg, _, _ = trained
+    config_path = tmp_path / "interval.yml"  # PaddleSeg's pp_humanseg configs have this key
+    config_path.write_text("save_interval: 2\n" + (blob_root / "blobs.yml").read_text())
+    argv = ["train", "--config", str(config_path), "--iters", "5", "--seed", "0",
+            "--keep_checkpoint_max", "0"]
+    assert main([*argv, "--save_dir", str(tmp_path / "config")]) == 0
+    assert sorted(p.name for p in (tmp_path / "config").iterdir()) == [
+        "iter_2", "iter_4", "iter_5"]  # every 2 iterations and at the end
+    assert main([*argv, "--save_dir", str(tmp_path / "flag"), "--save_interval", "3"]) == 0
+    assert sorted(p.name for p in (tmp_path / "flag").iterdir()) == ["iter_3", "iter_5"]
+    with pytest.raises(HumanSegError, match="save_interval: must be a whole number >= 1, got 0"):
+        train({**cfg, "save_interval": 0}, tmp_path / "zero", iters=2, progress=False)
+    with pytest.raises(HumanSegError, match="save_interval: .* got 'often'"):
+        train({**cfg, "save_interval": "often"}, tmp_path / "word", iters=2, progress=False)
+    assert not (tmp_path / "zero").exists() and not (tmp_path / "word").exists()
 
 
 def test_training_errors_are_one_clear_message(trained, tmp_path: Path) -> None:

@@ -160,6 +160,14 @@ def learning_rate_curve(
     raise HumanSegError("config has no lr_scheduler (or learning_rate) section")
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, curve: LearningRateCurve) -> LambdaLR:
-    """A LambdaLR stepped once per iteration that follows `curve` exactly."""
-    return LambdaLR(optimizer, lr_lambda=curve)
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, curve: LearningRateCurve, start_iteration: int = 0
+) -> LambdaLR:
+    """A LambdaLR stepped once per iteration that follows `curve` exactly from `start_iteration`.
+
+    Resuming rebuilds the schedule this way (as PaddleSeg does) rather than loading the saved
+    one, so a new total of iterations or base rate takes effect at the resumed position.
+    """
+    for group in optimizer.param_groups:
+        group["initial_lr"] = curve.base_lr  # the base the curve's factors multiply
+    return LambdaLR(optimizer, lr_lambda=curve, last_epoch=start_iteration - 1)

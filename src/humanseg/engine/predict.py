@@ -26,6 +26,7 @@ from humanseg.engine.runtime import (
 )
 from humanseg.errors import HumanSegError
 from humanseg.io import list_images, read_image, write_image
+from humanseg.weights import resolve_paths
 
 Forward = Callable[[np.ndarray], np.ndarray]
 Transform = Callable[[np.ndarray], np.ndarray]
@@ -79,7 +80,7 @@ class Predictor:
                       num_classes: int) -> Predictor:
         """A Predictor whose paired pipeline `(image, label) -> (chw, label)` also tells where
         the photo lies in the network input, so padding (e.g. PaddingByAspectRatio) is cropped
-        off before the logits are resized back to the photo."""
+        off before the probabilities are resized back to the photo."""
         predictor = cls(forward, lambda image: pipeline(image, None)[0], num_classes)
         predictor.pipeline = pipeline
         return predictor
@@ -105,12 +106,13 @@ class Predictor:
             raise HumanSegError(f"model output has shape {logits.shape}, expected "
                                 f"[1, {self.num_classes}, h, w]")
         scores = logits[0] if box is None else logits[0][:, box[0], box[1]]
-        # Resize logits (not probabilities) to the image, then softmax, as PaddleSeg does.
-        resized = cv2.resize(np.ascontiguousarray(scores.transpose(1, 2, 0)), (width, height),
-                             interpolation=cv2.INTER_LINEAR).reshape(height, width, -1)
-        resized = resized - resized.max(axis=2, keepdims=True)
-        exp = np.exp(resized)
-        return (exp / exp.sum(axis=2, keepdims=True)).transpose(2, 0, 1).astype(np.float32)
+        # Softmax at model resolution, then resize the probabilities: a convex (bilinear) blend
+        # of distributions still sums to 1, and the full-size exp/sum (most of the time) is gone.
+        shifted = np.exp(scores - scores.max(axis=0, keepdims=True))
+        probabilities = (shifted / shifted.sum(axis=0, keepdims=True)).astype(np.float32)
+        resized = cv2.resize(np.ascontiguousarray(probabilities.transpose(1, 2, 0)),
+                             (width, height), interpolation=cv2.INTER_LINEAR)
+        return resized.reshape(height, width, -1).transpose(2, 0, 1)
 
     __call__ = predict
 
@@ -157,24 +159,13 @@ def write_outputs(save_dir: Path, name: str, outputs: dict[str, np.ndarray]) -> 
         write_image(save_dir / folder / f"{name}{suffix}", array)
 
 
-def _resolve_paths(args: argparse.Namespace) -> tuple[Path, Path]:
-    """(config, model) from the options, or the packaged default model when both are absent."""
-    if args.config and args.model_path:
-        return Path(args.config), Path(args.model_path)
-    if args.config or args.model_path:
-        raise HumanSegError("give both --config and --model_path, or neither (packaged model)")
-    if args.backend == "onnxruntime":
-        raise HumanSegError("--backend onnxruntime needs --config and --model_path MODEL.onnx")
-    from humanseg.weights import default_paths
-
-    return default_paths()
-
-
 def build_predictor(args: argparse.Namespace) -> Predictor:
     """A Predictor for the chosen backend, config and model file."""
     from humanseg.data import build_transforms
 
-    config_path, model_path = _resolve_paths(args)
+    if args.backend == "onnxruntime" and not (args.config or args.model_path):
+        raise HumanSegError("--backend onnxruntime needs --config and --model_path MODEL.onnx")
+    config_path, model_path = resolve_paths(args.config or None, args.model_path or None)
     if args.backend == "onnxruntime":
         from humanseg.config import load_config
         from humanseg.deploy.onnx_runtime import OnnxRuntimeForward

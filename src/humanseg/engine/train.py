@@ -38,6 +38,7 @@ from humanseg.engine.sampling import SeededSamples, ShuffledBatches
 from humanseg.errors import HumanSegError
 
 TENSORBOARD_DIR = "tensorboard"
+DEFAULT_SAVE_INTERVAL = 1000  # when neither --save_interval nor the config's save_interval is set
 
 
 @dataclass
@@ -48,7 +49,7 @@ class TrainOptions:
     batch_size: int | None = None
     learning_rate: float | None = None
     resume_model: str | None = None
-    save_interval: int = 1000
+    save_interval: int | None = None
     log_iters: int = 10
     num_workers: int = 0
     seed: int | None = None
@@ -83,11 +84,15 @@ def _options(options: dict[str, Any]) -> TrainOptions:
     return TrainOptions(**options)
 
 
-def _positive(name: str, value: int) -> int:
-    """An option that must be a whole number >= 1."""
-    if int(value) < 1:
-        raise HumanSegError(f"{name}: must be >= 1, got {value}")
-    return int(value)
+def _positive(name: str, value: Any) -> int:
+    """An option (or config value) that must be a whole number >= 1."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1 or number != value:
+        raise HumanSegError(f"{name}: must be a whole number >= 1, got {value!r}")
+    return number
 
 
 def _seed_everything(seed: int) -> None:
@@ -117,7 +122,10 @@ class _Trainer:
         check_precision(opts.precision, self.device)
         self.iters = _positive("iters", opts.iters or cfg.get("iters") or 0)
         self.batch_size = _positive("batch_size", opts.batch_size or cfg.get("batch_size") or 0)
-        self.save_interval = _positive("save_interval", opts.save_interval)
+        interval = opts.save_interval  # the command line wins over the config
+        if interval is None:
+            interval = cfg.get("save_interval", DEFAULT_SAVE_INTERVAL)
+        self.save_interval = _positive("save_interval", interval)
         self.log_iters = _positive("log_iters", opts.log_iters)
 
         resume_dir = checkpoint.resolve_resume_dir(opts.resume_model) if opts.resume_model else None
@@ -138,13 +146,14 @@ class _Trainer:
         curve = learning_rate_curve(cfg, self.iters, opts.learning_rate)
         self.optimizer = build_optimizer(
             cfg.get("optimizer") or {"type": "sgd"}, self.model.parameters(), curve.base_lr)
-        self.scheduler = build_scheduler(self.optimizer, curve)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=opts.precision == "fp16")
         self.start_iter = 0
         self.best_miou: float | None = None
         self.best_iter: int | None = None
         if state:
             self._restore(state, resume_dir)
+        # Built after restoring, at the resumed iteration, for this run's iters and learning rate.
+        self.scheduler = build_scheduler(self.optimizer, curve, self.start_iter)
 
         self.network: torch.nn.Module = self.model
         if context.is_distributed:
@@ -154,14 +163,13 @@ class _Trainer:
             self.network = DistributedDataParallel(self.network, device_ids=device_ids)
 
     def _restore(self, state: dict[str, Any], resume_dir: Path) -> None:
-        """Load optimizer, schedule, scaler, iteration, best score and RNG states."""
+        """Load optimizer, scaler, iteration, best score and RNG states (not the schedule)."""
         self.start_iter = int(state["iteration"])
         if self.start_iter >= self.iters:
             raise HumanSegError(f"--resume_model {resume_dir}: checkpoint is at iteration "
                                 f"{self.start_iter}, not below --iters {self.iters}")
         try:
             self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
             if state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
         except (ValueError, KeyError, RuntimeError) as error:
@@ -320,8 +328,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch_size", type=int, help="batch size per process (default: config)")
     parser.add_argument("--learning_rate", type=float, help="base learning rate (default: config)")
     parser.add_argument("--resume_model", help="checkpoint folder SAVE_DIR/iter_N to resume from")
-    parser.add_argument("--save_interval", type=int, default=defaults.save_interval,
-                        help="iterations between evaluations and checkpoints")
+    parser.add_argument("--save_interval", type=int,
+                        help="iterations between evaluations and checkpoints (default: the "
+                        f"config's save_interval, else {DEFAULT_SAVE_INTERVAL})")
     parser.add_argument("--log_iters", type=int, default=defaults.log_iters,
                         help="iterations between loss logs")
     parser.add_argument("--num_workers", type=int, default=defaults.num_workers,
