@@ -58,7 +58,7 @@ def test_probabilities_cover_the_photo_and_sum_to_one() -> None:
 
 @needs_data
 def test_held_out_portraits_are_segmented_well() -> None:
-    """All 33 held-out portraits: an untrained model scores ~0.2; docs/model_zoo.md has ~0.72."""
+    """All 33 held-out portraits: an untrained model scores ~0.2; docs/model_zoo.md has ~0.75."""
     predictor = packaged_predictor()
     scores = []
     for path in held_out_portraits(100):
