@@ -156,14 +156,14 @@ def plot_curves(runs: dict[str, dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
-    """The photo with person pixels tinted and component borders drawn, scaled to TILE_HEIGHT."""
-    scale = TILE_HEIGHT / image.shape[0]
-    size = (round(image.shape[1] * scale), TILE_HEIGHT)
-    image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+def mask_tile(mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """Person pixels in `colour` on grey with component borders drawn, scaled to TILE_HEIGHT.
+    No photo pixels: the data's licences do not allow republishing the photos."""
+    scale = TILE_HEIGHT / mask.shape[0]
+    size = (round(mask.shape[1] * scale), TILE_HEIGHT)
     mask = cv2.resize((mask == PERSON).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
-    tinted = image.copy()
-    tinted[mask > 0] = (0.5 * image[mask > 0] + 0.5 * np.array(colour)).astype(np.uint8)
+    tinted = np.full((TILE_HEIGHT, size[0], 3), 96, np.uint8)
+    tinted[mask > 0] = colour
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(tinted, contours, -1, (255, 255, 0), 1)
     return tinted
@@ -172,19 +172,18 @@ def overlay(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -
 def plot_fragments(
     dataset: Any, ce: dict[str, Any], scl: dict[str, Any], path: Path, rows_each: int = 2
 ) -> list[str]:
-    """Photo | label | CE-only | CE+SC: the photos where CE-only has the most components more
+    """Label | CE-only | CE+SC masks: the photos where CE-only has the most components more
     than CE+SC, then those where CE+SC has the most more (both directions, not a showcase)."""
     excess = np.array(ce["pred_counts"]) - np.array(scl["pred_counts"])
     order = np.argsort(-excess, kind="stable")
     chosen = [int(i) for i in order[:rows_each]] + [int(i) for i in order[::-1][:rows_each]]
     lines = []
     for index in chosen:
-        image, label = dataset.raw(index)
+        _, label = dataset.raw(index)
         tiles = [
-            overlay(image, np.zeros_like(label), (0, 0, 0)),
-            overlay(image, label, (0, 200, 0)),
-            overlay(image, ce["predictions"][index], (230, 120, 0)),
-            overlay(image, scl["predictions"][index], (0, 110, 230)),
+            mask_tile(label, (0, 200, 0)),
+            mask_tile(ce["predictions"][index], (230, 120, 0)),
+            mask_tile(scl["predictions"][index], (0, 110, 230)),
         ]
         lines.append(np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0))) for t in tiles], axis=1))
     width = max(line.shape[1] for line in lines)
