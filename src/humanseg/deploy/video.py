@@ -85,7 +85,14 @@ def is_camera(source: str) -> bool:
 def open_capture(source: str) -> cv2.VideoCapture:
     """Open a camera index or a video file, with a clear error when neither works."""
     if is_camera(source):
-        capture = cv2.VideoCapture(int(source))
+        # OpenCV prints a warning per backend it tries; the one-line error below says it all.
+        log = cv2.utils.logging
+        level = log.getLogLevel()
+        log.setLogLevel(log.LOG_LEVEL_ERROR)
+        try:
+            capture = cv2.VideoCapture(int(source))
+        finally:
+            log.setLogLevel(level)
         if not capture.isOpened():
             raise HumanSegError(f"camera {source}: not available (no such device, or it is busy)")
         return capture

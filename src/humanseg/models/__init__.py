@@ -121,7 +121,7 @@ def load_model_file(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     except Exception as error:  # torch raises many types for a non-checkpoint file
         raise HumanSegError(
             f"{path}: not a PyTorch model file ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else 'unreadable'})"
+            f"{str(error).splitlines()[0].split('. ')[0] if str(error) else 'unreadable'})"
         ) from None
     if not isinstance(state, Mapping) or not all(
         isinstance(v, torch.Tensor) for v in state.values()
