@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from humanseg.deploy.onnx_runtime import OnnxRuntimeForward
-from humanseg.engine.runtime import load_inference_model
+from humanseg.engine.runtime import load_inference_model, softmax
 from humanseg.errors import HumanSegError
 from humanseg.io import atomic_path
 from humanseg.models.info import config_input_size
@@ -74,17 +74,11 @@ def quiet_exporter() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Class probabilities over axis 1 of [N, C, H, W] logits."""
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
 def probability_difference(model: torch.nn.Module, onnx_path: Path, batch: np.ndarray) -> float:
     """Largest absolute difference of softmax probabilities between PyTorch and onnxruntime."""
     with torch.inference_mode():
-        expected = softmax(model(torch.from_numpy(batch)).numpy())
-    actual = softmax(OnnxRuntimeForward(onnx_path)(batch))
+        expected = softmax(model(torch.from_numpy(batch)).numpy(), axis=1)
+    actual = softmax(OnnxRuntimeForward(onnx_path)(batch), axis=1)
     return float(np.abs(expected - actual).max())
 
 

@@ -23,6 +23,7 @@ from humanseg.engine.runtime import (
     check_precision,
     load_inference_model,
     resolve_device,
+    softmax,
 )
 from humanseg.errors import HumanSegError
 from humanseg.io import list_images, read_image, write_image
@@ -108,8 +109,7 @@ class Predictor:
         scores = logits[0] if box is None else logits[0][:, box[0], box[1]]
         # Softmax at model resolution, then resize the probabilities: a convex (bilinear) blend
         # of distributions still sums to 1, and the full-size exp/sum (most of the time) is gone.
-        shifted = np.exp(scores - scores.max(axis=0, keepdims=True))
-        probabilities = (shifted / shifted.sum(axis=0, keepdims=True)).astype(np.float32)
+        probabilities = softmax(scores, axis=0).astype(np.float32)
         resized = cv2.resize(np.ascontiguousarray(probabilities.transpose(1, 2, 0)),
                              (width, height), interpolation=cv2.INTER_LINEAR)
         return resized.reshape(height, width, -1).transpose(2, 0, 1)

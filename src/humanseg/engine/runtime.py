@@ -8,11 +8,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from humanseg.errors import HumanSegError
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def softmax(logits: np.ndarray, axis: int) -> np.ndarray:
+    """Class probabilities of NumPy logits along the class `axis` (max-shifted for stability)."""
+    shifted = np.exp(logits - logits.max(axis=axis, keepdims=True))
+    return shifted / shifted.sum(axis=axis, keepdims=True)
 
 
 def resolve_device(name: str) -> torch.device:
