@@ -154,6 +154,21 @@ def test_a_failed_write_leaves_no_partial_checkpoint(tmp_path: Path, monkeypatch
     assert torch.equal(weights["weight"], torch.full((2, 2), 1.0))
 
 
+def test_averaged_state_dicts_are_the_elementwise_mean_and_keep_integer_buffers() -> None:
+    first = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(7), "h": torch.tensor([0.5]).half()}
+    second = {"w": torch.tensor([3.0, -2.0]), "n": torch.tensor(9), "h": torch.tensor([1.5]).half()}
+    third = {"w": torch.tensor([2.0, 3.0]), "n": torch.tensor(1), "h": torch.tensor([2.5]).half()}
+    averaged = checkpoint.average_state_dicts([first, second, third])
+    assert torch.equal(averaged["w"], torch.tensor([2.0, 1.0]))  # (1+3+2)/3, (2-2+3)/3
+    assert averaged["h"].dtype == torch.float16 and float(averaged["h"]) == 1.5
+    assert int(averaged["n"]) == 7  # taken from the first model, not averaged
+    assert averaged["w"] is not first["w"]
+    with pytest.raises(HumanSegError, match="model 2 has other keys or shapes"):
+        checkpoint.average_state_dicts([first, {**second, "w": torch.zeros(3)}])
+    with pytest.raises(HumanSegError, match="no models given"):
+        checkpoint.average_state_dicts([])
+
+
 def test_rng_state_round_trip() -> None:
     state = checkpoint.capture_rng_state()
     first = (random.random(), np.random.rand(), torch.rand(1).item())

@@ -1,9 +1,10 @@
 """Score the portrait runs on the held-out photos and draw the SCL ablation's table and plots.
 
-For the default run and every ablation run (`ARM_seedN` folders, ARM = `ce` or `scl`), the final
-iteration's model is scored in fp32 on the config's val_dataset at the photos' full resolution:
-mIoU, connectivity, and the mean number of 8-connected person components per image in the
-prediction against the label's. Training curves come from each run's TensorBoard scalars.
+For the default model (a model file, or a run folder's final iteration) and every ablation run
+(`ARM_seedN` folders, ARM = `ce` or `scl`; their final iterations), the model is scored in
+fp32 on the config's val_dataset at the photos' full resolution: mIoU, connectivity, and the
+mean number of 8-connected person components per image in the prediction against the label's.
+Training curves come from each ablation run's TensorBoard scalars.
 Writes `report.json` and `report.md` (the tables) to `--save_dir` and two PNGs to `--out`.
 
     .venv/bin/python tools/ablation_report.py --default output/portrait/default \
@@ -244,7 +245,8 @@ def main() -> None:
     """Score every run, write the tables and the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="config whose val_dataset is scored")
-    parser.add_argument("--default", type=Path, help="the default model's training folder")
+    parser.add_argument("--default", type=Path,
+                        help="the default model: its training folder or its model file")
     parser.add_argument("--ablation", type=Path, required=True, help="folder of ARM_seedN runs")
     parser.add_argument("--out", type=Path, default=Path("docs/figures"), help="PNG folder")
     parser.add_argument("--save_dir", type=Path, default=Path("output/portrait"),
@@ -267,8 +269,8 @@ def main() -> None:
         raise HumanSegError(f"{args.ablation}: no ce_seedN / scl_seedN run folders")
     default = None
     if args.default is not None:
-        default = {"score": score_run(final_model(args.default), cfg, dataset),
-                   "curves": scalars(args.default)}
+        default_model = args.default if args.default.is_file() else final_model(args.default)
+        default = {"score": score_run(default_model, cfg, dataset)}
     plot_curves(runs, args.out / "scl_training_curves.png")
     examples = []
     first_seed = min(run["seed"] for run in runs.values())

@@ -6,6 +6,11 @@
 #   tools/train_default.sh default    # main run (CE + SC loss), 1000 iters -> output/portrait/default
 #   tools/train_default.sh stage2     # 1000 more iters from its weights -> .../default_stage2
 #   tools/train_default.sh stage3     # 2000 more iters from stage 2's -> .../default_stage3
+#   tools/train_default.sh stage4     # 4000 more, portraits weighted up -> .../default_stage4
+#   tools/train_default.sh stage5     # 4000 more from stage 4's -> .../default_stage5
+#   tools/train_default.sh stage6     # 4000 more from stage 5's -> .../default_stage6
+#   tools/train_default.sh stage6b    # stage 6 again, seed 6, 2500 iters -> .../default_stage6_seed6
+#   tools/train_default.sh soup       # the average of the two stage-6 models -> .../soup/model.pt
 #   tools/train_default.sh ship       # copy the final model + config into src/humanseg/weights
 #   tools/train_default.sh ablation   # CE vs CE + SC, seeds 1 2 3 -> output/portrait/ablation
 #   tools/train_default.sh report     # tables and plots -> docs/results.md figures
@@ -23,6 +28,9 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # no spinning threads on a s
 CONFIG_SCL=configs/portrait/pp_humanseg_lite_portrait_192x192_scl.yml
 CONFIG_STAGE2=configs/portrait/pp_humanseg_lite_portrait_192x192_scl_stage2.yml
 CONFIG_STAGE3=configs/portrait/pp_humanseg_lite_portrait_192x192_scl_stage3.yml
+CONFIG_STAGE4=configs/portrait/pp_humanseg_lite_portrait_192x192_scl_stage4.yml
+CONFIG_STAGE5=configs/portrait/pp_humanseg_lite_portrait_192x192_scl_stage5.yml
+CONFIG_STAGE6=configs/portrait/pp_humanseg_lite_portrait_192x192_scl_stage6.yml
 CONFIG_CE=configs/portrait/pp_humanseg_lite_portrait_192x192.yml
 DEFAULT_DIR=output/portrait/default
 ABLATION_DIR=output/portrait/ablation
@@ -30,6 +38,15 @@ DEFAULT_ITERS=1000
 STAGE2_DIR=output/portrait/default_stage2
 STAGE3_DIR=output/portrait/default_stage3
 STAGE3_ITERS=2000
+STAGE4_DIR=output/portrait/default_stage4
+STAGE4_ITERS=4000
+STAGE5_DIR=output/portrait/default_stage5
+STAGE5_ITERS=4000
+STAGE6_DIR=output/portrait/default_stage6
+STAGE6_ITERS=4000
+STAGE6B_DIR=output/portrait/default_stage6_seed6
+STAGE6B_ITERS=2500
+SOUP=output/portrait/soup/model.pt
 ABLATION_ITERS=300
 ABLATION_SEEDS=${ABLATION_SEEDS:-1 2 3}
 COMMON=(--do_eval --use_vdl --precision bf16 --num_workers 1 --log_iters 10 --keep_checkpoint_max 1)
@@ -38,26 +55,33 @@ prepare() {
     "$PY" -m humanseg.cli prepare-coco --coco-root ../shared/data/coco_mini --out dataset/COCO_person
 }
 
-default() {
-    "$PY" train.py --config "$CONFIG_SCL" --save_dir "$DEFAULT_DIR" --seed 0 \
-        --iters "$DEFAULT_ITERS" --save_interval 200 "${COMMON[@]}"
+train_stage() {
+    # One training run: CONFIG SAVE_DIR SEED ITERS SAVE_INTERVAL, with the common options.
+    "$PY" train.py --config "$1" --save_dir "$2" --seed "$3" --iters "$4" --save_interval "$5" \
+        "${COMMON[@]}"
 }
 
-stage2() {
-    # A warm restart: the same recipe from the first stage's final weights (see the config).
-    "$PY" train.py --config "$CONFIG_STAGE2" --save_dir "$STAGE2_DIR" --seed 1 \
-        --iters "$DEFAULT_ITERS" --save_interval 200 "${COMMON[@]}"
-}
+# Stage 1 from scratch; every later stage is a warm restart from the previous stage's final
+# weights (its config's model.pretrained): stage 2 the same recipe, stage 3 longer at a lower peak
+# rate, stage 4 with the web portraits drawn more often, stages 5 and 6 at lower peak rates still,
+# and stage 6b stage 6 once more with another seed (other data order and augmentation), shorter.
+default() { train_stage "$CONFIG_SCL" "$DEFAULT_DIR" 0 "$DEFAULT_ITERS" 200; }
+stage2() { train_stage "$CONFIG_STAGE2" "$STAGE2_DIR" 1 "$DEFAULT_ITERS" 200; }
+stage3() { train_stage "$CONFIG_STAGE3" "$STAGE3_DIR" 2 "$STAGE3_ITERS" 400; }
+stage4() { train_stage "$CONFIG_STAGE4" "$STAGE4_DIR" 3 "$STAGE4_ITERS" 500; }
+stage5() { train_stage "$CONFIG_STAGE5" "$STAGE5_DIR" 4 "$STAGE5_ITERS" 500; }
+stage6() { train_stage "$CONFIG_STAGE6" "$STAGE6_DIR" 5 "$STAGE6_ITERS" 500; }
+stage6b() { train_stage "$CONFIG_STAGE6" "$STAGE6B_DIR" 6 "$STAGE6B_ITERS" 500; }
 
-stage3() {
-    # A second warm restart, longer and at a lower peak rate, from stage 2's final weights.
-    "$PY" train.py --config "$CONFIG_STAGE3" --save_dir "$STAGE3_DIR" --seed 2 \
-        --iters "$STAGE3_ITERS" --save_interval 400 "${COMMON[@]}"
+soup() {
+    # Uniform average of the two stage-6 runs (same start, different seeds): a model soup.
+    "$PY" tools/average_weights.py --config "$CONFIG_SCL" --out "$SOUP" \
+        "$STAGE6_DIR/iter_$STAGE6_ITERS/model.pt" "$STAGE6B_DIR/iter_$STAGE6B_ITERS/model.pt"
 }
 
 ship() {
-    # The final iteration's model, not the best by validation mIoU (no selection on the val set).
-    install -m 644 "$STAGE3_DIR/iter_$STAGE3_ITERS/model.pt" src/humanseg/weights/default.pt
+    # Final iterations only, not the best by validation mIoU (no selection on the val set).
+    install -m 644 "$SOUP" src/humanseg/weights/default.pt
     install -m 644 "$CONFIG_SCL" src/humanseg/weights/default.yml
 }
 
@@ -66,20 +90,19 @@ ablation() {
         for arm in ce scl; do
             config=$CONFIG_CE
             [ "$arm" = scl ] && config=$CONFIG_SCL
-            "$PY" train.py --config "$config" --save_dir "$ABLATION_DIR/${arm}_seed$seed" \
-                --seed "$seed" --iters "$ABLATION_ITERS" --save_interval 100 "${COMMON[@]}"
+            train_stage "$config" "$ABLATION_DIR/${arm}_seed$seed" "$seed" "$ABLATION_ITERS" 100
         done
     done
 }
 
 report() {
-    "$PY" tools/ablation_report.py --default "$STAGE3_DIR" --ablation "$ABLATION_DIR" \
+    "$PY" tools/ablation_report.py --default "$SOUP" --ablation "$ABLATION_DIR" \
         --config "$CONFIG_SCL" --out docs/figures
 }
 
 stage=${1:-all}
 case "$stage" in
-    prepare | default | stage2 | stage3 | ship | ablation | report) "$stage" ;;
-    all) prepare && default && stage2 && stage3 && ship && ablation && report ;;
-    *) echo "usage: $0 [prepare|default|stage2|stage3|ship|ablation|report|all]" >&2; exit 2 ;;
+    prepare | default | stage2 | stage3 | stage4 | stage5 | stage6 | stage6b | soup | ship | ablation | report) "$stage" ;;
+    all) prepare && default && stage2 && stage3 && stage4 && stage5 && stage6 && stage6b && soup && ship && ablation && report ;;
+    *) echo "usage: $0 [prepare|default|stage2|stage3|stage4|stage5|stage6|stage6b|soup|ship|ablation|report|all]" >&2; exit 2 ;;
 esac

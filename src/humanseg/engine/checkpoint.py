@@ -69,6 +69,32 @@ def save_model_file(path: str | Path, model_state: dict[str, torch.Tensor]) -> N
     _save_torch(Path(path), model_state)
 
 
+def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Uniform average of models with one architecture (a "model soup" of fine-tuned runs).
+
+    Floating-point tensors (weights, BN running statistics) are averaged in float64 and cast back;
+    integer buffers (BN's `num_batches_tracked`) are taken from the first model.
+    """
+    if not states:
+        raise HumanSegError("average_state_dicts: no models given")
+    first = states[0]
+    for index, state in enumerate(states[1:], start=2):
+        if state.keys() != first.keys() or any(
+            state[key].shape != first[key].shape for key in first
+        ):
+            raise HumanSegError(
+                f"average_state_dicts: model {index} has other keys or shapes than model 1"
+            )
+    averaged = {}
+    for key, tensor in first.items():
+        if tensor.is_floating_point():
+            total = sum(state[key].to(torch.float64) for state in states)
+            averaged[key] = (total / len(states)).to(tensor.dtype)
+        else:
+            averaged[key] = tensor.clone()
+    return averaged
+
+
 def save_checkpoint(
     save_dir: str | Path, iteration: int, model_state: dict[str, torch.Tensor],
     train_state: dict[str, Any], keep: int,

@@ -1,0 +1,44 @@
+"""Average the weights of several training runs of one model into one model file (a model soup).
+
+Runs fine-tuned from the same weights with different seeds land in one basin of the loss, and
+their uniform average is often more accurate than each of them (Wortsman et al., "Model soups",
+ICML 2022). Every input is checked against the config's model before averaging:
+
+    .venv/bin/python tools/average_weights.py --config CONFIG.yml --out soup.pt A.pt B.pt [...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from humanseg.config import load_config
+from humanseg.engine.checkpoint import average_state_dicts, save_model_file
+from humanseg.errors import HumanSegError
+from humanseg.models import build_model, load_model_file
+
+
+def main() -> int:
+    """Load, check, average and write; a one-line error for a bad input."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="config whose model the files hold")
+    parser.add_argument("--out", required=True, type=Path, help="the averaged model file")
+    parser.add_argument("models", nargs="+", type=Path, help="model.pt files to average")
+    args = parser.parse_args()
+    try:
+        cfg = load_config(args.config)
+        states = []
+        for path in args.models:
+            model = load_model_file(build_model(cfg["model"]), path)
+            states.append(model.state_dict())
+        save_model_file(args.out, average_state_dicts(states))
+    except HumanSegError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{args.out}: average of {len(states)} models")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
