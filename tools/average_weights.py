@@ -13,10 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from humanseg.config import load_config
+import torch
+
 from humanseg.engine.checkpoint import average_state_dicts, save_model_file
+from humanseg.engine.runtime import load_inference_model
 from humanseg.errors import HumanSegError
-from humanseg.models import build_model, load_model_file
 
 
 def main() -> int:
@@ -27,11 +28,10 @@ def main() -> int:
     parser.add_argument("models", nargs="+", type=Path, help="model.pt files to average")
     args = parser.parse_args()
     try:
-        cfg = load_config(args.config)
-        states = []
-        for path in args.models:
-            model = load_model_file(build_model(cfg["model"]), path)
-            states.append(model.state_dict())
+        states = [
+            load_inference_model(args.config, path, torch.device("cpu"))[1].state_dict()
+            for path in args.models
+        ]
         save_model_file(args.out, average_state_dicts(states))
     except HumanSegError as error:
         print(f"error: {error}", file=sys.stderr)
