@@ -220,7 +220,7 @@ def test_real_portraits_composite_onto_coco_backgrounds() -> None:
         assert set(np.unique(label)) <= {0, 1} and label.any()
 
 
-def test_config_spec_builds_it_and_val_labels_keep_full_resolution(
+def test_config_spec_builds_it_and_val_raw_labels_keep_full_resolution(
     source: dict, coco: Path
 ) -> None:
     transforms = [{"type": "Resize", "target_size": [32, 48]}, {"type": "Normalize"}]
@@ -231,8 +231,11 @@ def test_config_spec_builds_it_and_val_labels_keep_full_resolution(
     assert label.dtype == torch.int64 and tuple(label.shape) == (48, 32)
     # Normalize maps pixel p to p / 127.5 - 1: the green person's centre is (-1, 1, -1).
     np.testing.assert_allclose(image[:, 24, 16].numpy(), [-1.0, 1.0, -1.0], atol=1e-6)
-    image, label = build_dataset({**spec, "mode": "val"})[0]
-    assert tuple(image.shape) == (3, 48, 32) and tuple(label.shape) == (HEIGHT, WIDTH)
+    val = build_dataset({**spec, "mode": "val"})
+    image, label = val[0]  # samples: the label transformed with the photo, as every dataset
+    assert tuple(image.shape) == (3, 48, 32) and tuple(label.shape) == (48, 32)
+    photo, label = val.raw(0)  # what evaluation scores against: the photo's own label
+    assert photo.shape == (HEIGHT, WIDTH, 3) and label.shape == (HEIGHT, WIDTH)
     assert int(label.sum()) == 60 * 20
 
 

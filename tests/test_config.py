@@ -269,8 +269,10 @@ def test_bad_transform_key_names_its_path_and_file(tmp_path: Path) -> None:
          r"train_dataset\.split: unknown key"),
         ("val_dataset: {type: Dataset, dataset_root: x, num_classes: 2, "
          "transforms: [{type: Rezise}]}", r"val_dataset\.transforms\[0\]\.type: unknown transform"),
-        ("export: {transforms: [{type: RandomPaddingCrop, crop_size: [1, 2, 3]}]}",
-         r"export\.transforms\[0\]: bad RandomPaddingCrop parameters"),
+        ("export: {transforms: [{type: Resize, target_size: [1, 2, 3]}]}",
+         r"export\.transforms\[0\]: bad Resize parameters"),
+        ("export: {transforms: [{type: RandomHorizontalFlip}]}",
+         r"export\.transforms\[0\]\.type: unknown inference transform 'RandomHorizontalFlip'"),
         ("optimizer: {type: lamb}", r"optimizer\.type: unknown optimizer"),
         ("optimizer: {type: sgd, momentum: abc}", r"optimizer: bad value"),
         ("lr_scheduler: 0.1", r"lr_scheduler: must be a mapping"),

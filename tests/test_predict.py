@@ -12,6 +12,7 @@ import torch
 from engine_fixtures import blob_config, blob_sample, one_thread  # noqa: F401
 
 from humanseg.cli import main
+from humanseg.data.inference import build_inference_transforms
 from humanseg.engine.predict import Predictor, color_map, output_names, render_outputs
 from humanseg.errors import HumanSegError
 from humanseg.io import read_image
@@ -55,24 +56,17 @@ def test_predictor_applies_softmax_then_resizes_probabilities() -> None:
 
 
 def test_padding_added_by_the_pipeline_is_cropped_before_resizing() -> None:
-    def pad_to_square(image: np.ndarray, label: np.ndarray | None):
-        """Pads a 4 x 8 photo at the bottom to 8 x 8 (label 255 there), as padding ops do."""
-        height, width = image.shape[:2]
-        chw = np.zeros((3, width, width), np.float32)
-        chw[:, :height] = image.transpose(2, 0, 1) / 255
-        if label is None:
-            return chw, None
-        padded = np.full((width, width), 255, np.int64)
-        padded[:height] = label
-        return chw, padded
+    # PaddingByAspectRatio 1:1 pads a 4 x 8 photo at the bottom to 8 x 8.
+    pad_to_square = build_inference_transforms([{"type": "PaddingByAspectRatio"}])
 
     def forward(batch: np.ndarray) -> np.ndarray:
+        assert batch.shape == (1, 3, 8, 8)
         person = np.full((8, 8), -5.0, np.float32)
         person[:4, :4] = 5.0  # the photo's left half
         person[4:, :] = 5.0  # the padding: must not leak into the photo
         return np.stack([np.zeros_like(person), person])[None]
 
-    predictor = Predictor.from_pipeline(forward, pad_to_square, num_classes=2)
+    predictor = Predictor(forward, pad_to_square, num_classes=2)
     probabilities = predictor(np.zeros((4, 8, 3), np.uint8))
     sigmoid = 1 / (1 + math.exp(-5.0))
     assert probabilities[1, :, :4] == pytest.approx(np.full((4, 4), sigmoid), abs=1e-6)
@@ -80,19 +74,11 @@ def test_padding_added_by_the_pipeline_is_cropped_before_resizing() -> None:
 
 
 def test_padded_three_class_output_matches_a_numpy_and_cv2_oracle() -> None:
-    def halve_then_pad(image: np.ndarray, label: np.ndarray | None):
-        """Halves an 8 x 16 photo to 4 x 8 and pads it at the bottom to 8 x 8."""
-        small = cv2.resize(image, (8, 4), interpolation=cv2.INTER_AREA)
-        chw = np.zeros((3, 8, 8), np.float32)
-        chw[:, :4] = small.transpose(2, 0, 1) / 255
-        if label is None:
-            return chw, None
-        padded = np.full((8, 8), 255, np.int64)
-        padded[:4] = cv2.resize(label, (8, 4), interpolation=cv2.INTER_NEAREST)
-        return chw, padded
-
+    # An 8 x 16 photo padded to 16 x 16, then resized to 8 x 8: the photo is rows 0..3.
+    pad_then_halve = build_inference_transforms(
+        [{"type": "PaddingByAspectRatio"}, {"type": "Resize", "target_size": 8}])
     logits = np.random.default_rng(3).normal(0, 2, size=(1, 3, 8, 8)).astype(np.float32)
-    predictor = Predictor.from_pipeline(lambda batch: logits, halve_then_pad, num_classes=3)
+    predictor = Predictor(lambda batch: logits, pad_then_halve, num_classes=3)
     probabilities = predictor(np.zeros((8, 16, 3), np.uint8))
     photo = logits[0, :, :4].astype(np.float64)  # the padding rows 4..7 are dropped
     softmax = np.exp(photo) / np.exp(photo).sum(axis=0)
@@ -257,6 +243,6 @@ def test_predict_resolves_model_paths_as_the_weights_module_does(lite_model, tmp
     assert "missing.pt" in str(missing.value)
     assert main(argv) == 2
     assert capsys.readouterr().err.strip().endswith(str(missing.value))
-    assert main([*argv, "--backend", "onnxruntime"]) == 2  # no packaged ONNX model
-    assert "--backend onnxruntime needs --config and --model_path" in capsys.readouterr().err
+    assert main([*argv, "--backend", "onnxruntime"]) == 2  # the packaged model would be exported
+    assert capsys.readouterr().err.strip().endswith(str(missing.value))
     assert not (tmp_path / "label").exists()

@@ -28,21 +28,31 @@ VERBS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser: one sub-parser per verb, filled in by the verb's module."""
+def build_parser(verbs: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """One sub-parser per verb; only the modules of `verbs` (default: all) are imported to fill
+    theirs in, so `humanseg --help` or one verb never loads what another verb needs (torch,
+    albumentations take seconds to import)."""
     parser = argparse.ArgumentParser(prog="humanseg", description=__doc__)
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb, (module_name, help_text) in VERBS.items():
-        module = importlib.import_module(module_name)
         verb_parser = sub.add_parser(verb, help=help_text, description=help_text)
-        module.add_arguments(verb_parser)
-        verb_parser.set_defaults(run=module.run)
+        if verbs is None or verb in verbs:
+            module = importlib.import_module(module_name)
+            module.add_arguments(verb_parser)
+            verb_parser.set_defaults(run=module.run)
     return parser
+
+
+def chosen_verb(argv: Sequence[str]) -> list[str]:
+    """The verb named on the command line: the first word that is not an option (the top level
+    has no options but --help), or none."""
+    return [word for word in argv if not word.startswith("-")][:1]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, dispatch, and turn a HumanSegError into one line on stderr and exit status 2."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(chosen_verb(argv)).parse_args(argv)
     try:
         return int(args.run(args) or 0)
     except HumanSegError as error:

@@ -240,34 +240,44 @@ def _check_num_classes(cfg: dict[str, Any]) -> None:
             raise SpecError(path, f"{value} differs from {format_key(found[0][0])} {found[0][1]}")
 
 
-def validate_config(cfg: dict[str, Any]) -> None:
-    """Check the top level, datasets, transforms, optimizer and schedule; raise SpecError."""
-    from humanseg.data import check_dataset_spec
+def validate_config(cfg: dict[str, Any], inference: bool = False) -> None:
+    """Check the top level, datasets, transforms, optimizer and schedule; raise SpecError.
+
+    With `inference`, check only what prediction reads (the top level, class counts, the val and
+    export transforms), without importing torch or the training transforms."""
+    from humanseg.data.inference import build_inference_transforms
 
     check_keys(cfg, TOP_LEVEL_KEYS, ())
     _positive_int(cfg, "batch_size")
     _positive_int(cfg, "iters")
     _check_num_classes(cfg)
-    for section in DATASET_SECTIONS:
-        if section in cfg:
-            check_dataset_spec(cfg[section], (section,))
+    if inference:
+        val = cfg.get("val_dataset")
+        if isinstance(val, dict) and "transforms" in val:
+            build_inference_transforms(val["transforms"], ("val_dataset", "transforms"))
+    else:
+        from humanseg.data import check_dataset_spec
+
+        for section in DATASET_SECTIONS:
+            if section in cfg:
+                check_dataset_spec(cfg[section], (section,))
     export = cfg.get("export")
     if export is not None:
         if not isinstance(export, dict):
             raise SpecError(("export",), "must be a mapping with `transforms`")
-        from humanseg.data.transforms import build_transforms
-
         check_keys(export, {"transforms"}, ("export",))
-        build_transforms(export.get("transforms", []), ("export", "transforms"))
-    _check_optimization(cfg)
+        build_inference_transforms(export.get("transforms", []), ("export", "transforms"))
+    if not inference:
+        _check_optimization(cfg)
 
 
-def load_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a config with its `_base_` chain, deep-merged and validated (see module docstring)."""
+def load_config(path: str | os.PathLike, inference: bool = False) -> dict[str, Any]:
+    """Load a config with its `_base_` chain, deep-merged and validated (see module docstring);
+    `inference` validates only what prediction needs (see `validate_config`)."""
     path = Path(path)
     cfg, origins = _load_tree(path, ())
     try:
-        validate_config(cfg)
+        validate_config(cfg, inference)
     except SpecError as error:
         raise HumanSegError(f"{_origin(error.path, origins, path)}: {error}") from None
     except HumanSegError as error:

@@ -1,69 +1,30 @@
 """Datasets for training and evaluation: the `DATASETS` registry and `build_dataset(spec)`.
 
 A spec is a config's `train_dataset` / `val_dataset` mapping: `{type: Name, **constructor
-arguments}`. Its `transforms` list (PaddleSeg names) is built into a pipeline before the dataset
-class sees it, so every registered class receives a callable `transforms(image, label)`.
+arguments}`. The names below are loaded on first use, so that `humanseg.data.inference` (the
+val / export transforms) imports neither torch nor albumentations.
 """
 
 from __future__ import annotations
 
-import inspect
+import importlib
 from typing import Any
 
-from torch.utils.data import Dataset
-
-from humanseg.config import KeyPath, SpecError, check_keys
-from humanseg.data.composite import PortraitComposite
-from humanseg.data.datasets import FolderDataset, ListDataset
-from humanseg.data.transforms import build_transforms
-
-# type name (as written in configs) -> dataset class; other modules register theirs here.
-DATASETS: dict[str, type[Dataset]] = {
-    "Dataset": ListDataset,
-    "FolderDataset": FolderDataset,
-    "PortraitComposite": PortraitComposite,
+_EXPORTS = {
+    "DATASETS": "humanseg.data.registry",
+    "build_dataset": "humanseg.data.registry",
+    "check_dataset_spec": "humanseg.data.registry",
+    "FolderDataset": "humanseg.data.datasets",
+    "ListDataset": "humanseg.data.datasets",
+    "build_transforms": "humanseg.data.transforms",
 }
 
 
-def _parameters(cls: type) -> dict[str, inspect.Parameter]:
-    """Constructor parameters of a dataset class (its config keys)."""
-    params = dict(inspect.signature(cls.__init__).parameters)
-    params.pop("self", None)
-    return params
+def __getattr__(name: str) -> Any:
+    """Import the module that defines `name` when it is first asked for."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'humanseg.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
 
 
-def check_dataset_spec(spec: Any, path: KeyPath = ()) -> None:
-    """Type known, keys known, required keys present, transforms valid; raise SpecError."""
-    if not isinstance(spec, dict):
-        raise SpecError(path, f"must be a mapping with a `type`, got {spec!r}")
-    kind = spec.get("type")
-    if kind not in DATASETS:
-        raise SpecError(
-            (*path, "type"), f"unknown dataset type {kind!r} (known: {', '.join(sorted(DATASETS))})"
-        )
-    params = _parameters(DATASETS[kind])
-    check_keys(spec, {"type", *params}, path)
-    for name, param in params.items():
-        if param.default is inspect.Parameter.empty and name not in spec:
-            raise SpecError((*path, name), f"missing (a {kind} needs it)")
-    if "transforms" in spec:
-        build_transforms(spec["transforms"], (*path, "transforms"))
-
-
-def build_dataset(spec: dict[str, Any], path: KeyPath = ()) -> Dataset:
-    """The dataset a spec describes, with its transforms list built into a pipeline."""
-    check_dataset_spec(spec, path)
-    kwargs = {key: value for key, value in spec.items() if key != "type"}
-    if "transforms" in kwargs:
-        kwargs["transforms"] = build_transforms(kwargs["transforms"], (*path, "transforms"))
-    return DATASETS[spec["type"]](**kwargs)
-
-
-__all__ = [
-    "DATASETS",
-    "FolderDataset",
-    "ListDataset",
-    "build_dataset",
-    "build_transforms",
-    "check_dataset_spec",
-]
+__all__ = sorted(_EXPORTS)

@@ -11,11 +11,11 @@ each training sample is built from a real photo and its mask by, at random:
    the model cannot learn the photo's colour cast; sometimes a second person is pasted behind;
 3. the config's transforms (flip, scale, crop, colour, normalise) on the result.
 
-Validation mode returns the held-out real photos: the config's transforms apply to the image only
-and the label keeps the photo's full resolution, so evaluation scores the prediction resized back
-to the photo (as PaddleSeg does). The split is the fixed file-stem hash of
-`humanseg.data.split`; validation photos never reach training. Randomness uses Python's `random`,
-which the trainer seeds per sample.
+Validation mode returns the held-out real photos, transformed with their labels like every
+dataset's samples; evaluation reads them untransformed through `raw(index)` and scores the
+prediction mapped back onto the photo (as PaddleSeg and `humanseg predict` do). The split is the
+fixed file-stem hash of `humanseg.data.split`; validation photos never reach training. Randomness
+uses Python's `random`, which the trainer seeds per sample.
 """
 
 from __future__ import annotations
@@ -269,8 +269,6 @@ class PortraitComposite:
         image, mask = self.raw(index)
         if self.transforms is None:
             chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
-        elif self.mode == "val":
-            chw, _ = self.transforms(image, None)
         else:
             chw, mask = self.transforms(image, mask)
         return torch.from_numpy(chw), torch.from_numpy(np.asarray(mask, dtype=np.int64))

@@ -93,8 +93,9 @@ class PairDataset(Dataset):
         """Number of pairs."""
         return len(self.pairs)
 
-    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The checked raw pair at `index`; with skip_bad, the next good one after a bad one."""
+    def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The checked pair at `index` as stored (what evaluation scores against); with
+        skip_bad, the next good one after a bad one."""
         for offset in range(len(self.pairs)):
             candidate = (index + offset) % len(self.pairs)
             if candidate in self.bad:
@@ -110,7 +111,7 @@ class PairDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """`(image float32 [3, H, W], label int64 [H, W])` after the transforms."""
-        image, label = self.read(index)
+        image, label = self.raw(index)
         if self.transforms is None:
             chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
             return torch.from_numpy(chw), torch.from_numpy(label.astype(np.int64))

@@ -14,8 +14,6 @@ worker do) makes augmentation reproducible.
 
 from __future__ import annotations
 
-import inspect
-import math
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,42 +22,18 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from humanseg.config import KeyPath, SpecError, check_keys
-
-IM_PAD = (127.5, 127.5, 127.5)
-LABEL_PAD = 255
-INTERPOLATIONS = {
-    "NEAREST": cv2.INTER_NEAREST,
-    "LINEAR": cv2.INTER_LINEAR,
-    "CUBIC": cv2.INTER_CUBIC,
-    "AREA": cv2.INTER_AREA,
-    "LANCZOS4": cv2.INTER_LANCZOS4,
-}
-
-Size = int | Sequence[int]
-
-
-def width_height(size: Size, name: str) -> tuple[int, int]:
-    """PaddleSeg's `[width, height]` (or one int for a square) as a checked (width, height)."""
-    if isinstance(size, int) and not isinstance(size, bool):
-        size = (size, size)
-    if (
-        not isinstance(size, Sequence)
-        or len(size) != 2
-        or not all(isinstance(v, int) and v > 0 for v in size)
-    ):
-        raise ValueError(f"{name} must be [width, height] of positive ints, got {size!r}")
-    return int(size[0]), int(size[1])
-
-
-def fill3(value: float | Sequence[float], name: str) -> tuple[float, float, float]:
-    """A pad value for RGB: one number for every channel, or three."""
-    values = [value] * 3 if isinstance(value, int | float) else list(value)
-    if len(values) == 1:
-        values *= 3
-    if len(values) != 3:
-        raise ValueError(f"{name} must be one number or three, got {value!r}")
-    return float(values[0]), float(values[1]), float(values[2])
+from humanseg.config import KeyPath, SpecError
+from humanseg.data import inference
+from humanseg.data.inference import (
+    IM_PAD,
+    INTERPOLATIONS,
+    LABEL_PAD,
+    Size,
+    build_op,
+    ceil_to,
+    fill3,
+    width_height,
+)
 
 
 class Rescale(A.DualTransform):
@@ -76,8 +50,7 @@ class Rescale(A.DualTransform):
 
     def size_for(self, height: int, width: int) -> tuple[int, int]:
         """Output (width, height): both sides times `scale_for`, rounded."""
-        scale = self.scale_for(height, width)
-        return max(1, round(width * scale)), max(1, round(height * scale))
+        return inference.scaled_size(height, width, self.scale_for(height, width))
 
     def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
         """Choose the output size from the input size."""
@@ -117,61 +90,6 @@ class StepScale(Rescale):
         return float(self.py_random.choice(np.linspace(self.low, self.high, steps).tolist()))
 
 
-class LongSide(Rescale):
-    """PaddleSeg ResizeByLong: the long side becomes `long_size`."""
-
-    def __init__(self, long_size: int) -> None:
-        """Target length of the long side."""
-        super().__init__()
-        if long_size < 1:
-            raise ValueError(f"long_size must be >= 1, got {long_size}")
-        self.long_size = long_size
-
-    def scale_for(self, height: int, width: int) -> float:
-        """Factor to the target long side."""
-        return self.long_size / max(height, width)
-
-
-class ShortSide(Rescale):
-    """PaddleSeg ResizeByShort: the short side becomes `short_size`, unless that would make the
-    long side exceed `max_size` (then the long side is `max_size`), decided per image."""
-
-    def __init__(self, short_size: int, max_size: float) -> None:
-        """Target short side and the cap on the long side."""
-        super().__init__()
-        if short_size < 1:
-            raise ValueError(f"short_size must be >= 1, got {short_size}")
-        self.short_size, self.max_size = short_size, max_size
-
-    def scale_for(self, height: int, width: int) -> float:
-        """Factor to the target short side, capped by `max_size` on the long side."""
-        short, long = min(height, width), max(height, width)
-        target = self.short_size
-        if target / short * long > self.max_size:
-            target = int(self.max_size / long * short)
-        return target / short
-
-
-class LongSideLimit(Rescale):
-    """PaddleSeg LimitLong: shrink a long side above `max_long`, grow one below `min_long`."""
-
-    def __init__(self, max_long: int | None, min_long: int | None) -> None:
-        """Bounds on the long side (either may be None)."""
-        super().__init__()
-        if max_long is not None and min_long is not None and min_long > max_long:
-            raise ValueError(f"min_long {min_long} must not exceed max_long {max_long}")
-        self.max_long, self.min_long = max_long, min_long
-
-    def scale_for(self, height: int, width: int) -> float:
-        """1 when the long side is within bounds, else the factor to the nearest bound."""
-        long_side = max(height, width)
-        if self.max_long is not None and long_side > self.max_long:
-            return self.max_long / long_side
-        if self.min_long is not None and long_side < self.min_long:
-            return self.min_long / long_side
-        return 1.0
-
-
 class LongSideRange(Rescale):
     """PaddleSeg ResizeRangeScaling: long side to a uniform random length in [low, high]."""
 
@@ -190,28 +108,18 @@ class LongSideRange(Rescale):
         return target / max(height, width)
 
 
-class KeepRatioResize(Rescale):
-    """PaddleSeg Resize with keep_ratio: one factor that fits long side to the target's long side
-    and short to short (whatever the orientation), then sides rounded up to `size_divisor`."""
+class RuleResize(Rescale):
+    """A deterministic resize whose output size an inference op's rule picks (ResizeByLong,
+    ResizeByShort, LimitLong, Resize with keep_ratio): one size logic for training and inference."""
 
-    def __init__(self, width: int, height: int, size_divisor: int | None, interpolation: int):
-        """Target box, optional divisor and the image interpolation."""
-        super().__init__(interpolation)
-        self.target, self.size_divisor = (width, height), size_divisor
-
-    def scale_for(self, height: int, width: int) -> float:
-        """min(long target / long side, short target / short side)."""
-        return min(max(self.target) / max(height, width), min(self.target) / min(height, width))
+    def __init__(self, op: inference.Resize) -> None:
+        """Take the rule and interpolation of an inference `Resize`."""
+        super().__init__(op.interpolation)
+        self.rule = op.size_for
 
     def size_for(self, height: int, width: int) -> tuple[int, int]:
-        """The scaled size, rounded up to the divisor if one is set."""
-        size = super().size_for(height, width)
-        return size if not self.size_divisor else ceil_to(size, self.size_divisor)
-
-
-def ceil_to(size: tuple[int, int], divisor: int) -> tuple[int, int]:
-    """Both sides rounded up to a multiple of `divisor`."""
-    return math.ceil(size[0] / divisor) * divisor, math.ceil(size[1] / divisor) * divisor
+        """The rule's (width, height) for this input."""
+        return self.rule(height, width)
 
 
 class CategoryCappedCrop(A.DualTransform):
@@ -258,36 +166,18 @@ class CategoryCappedCrop(A.DualTransform):
 class PadToAspect(A.DualTransform):
     """PaddleSeg PaddingByAspectRatio: pad bottom or right until width / height = aspect_ratio."""
 
-    def __init__(
-        self, aspect_ratio: float, fill: tuple[float, float, float], fill_mask: int
-    ) -> None:
-        """Target aspect ratio and the pad values."""
+    def __init__(self, op: inference.PadBottomRight) -> None:
+        """The inference op that decides the padding and pads."""
         super().__init__(p=1.0)
-        if aspect_ratio <= 0:
-            raise ValueError(f"aspect_ratio must be > 0, got {aspect_ratio}")
-        self.aspect_ratio, self.fill, self.fill_mask = aspect_ratio, fill, fill_mask
+        self.op = op
 
-    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
-        """Padding at the bottom and right for this image's size."""
-        height, width = params["shape"][:2]
-        if width / height > self.aspect_ratio:
-            return {"pad_bottom": int(width / self.aspect_ratio) - height, "pad_right": 0}
-        return {"pad_bottom": 0, "pad_right": int(height * self.aspect_ratio) - width}
-
-    def apply(self, img: np.ndarray, pad_bottom: int, pad_right: int, **params: Any) -> np.ndarray:
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
         """Pad the image with the image fill."""
-        return cv2.copyMakeBorder(
-            img, 0, max(pad_bottom, 0), 0, max(pad_right, 0), cv2.BORDER_CONSTANT, value=self.fill
-        )
+        return self.op.image(img)[0]
 
-    def apply_to_mask(
-        self, mask: np.ndarray, pad_bottom: int, pad_right: int, **params: Any
-    ) -> np.ndarray:
+    def apply_to_mask(self, mask: np.ndarray, **params: Any) -> np.ndarray:
         """Pad the label with the ignore value."""
-        return cv2.copyMakeBorder(
-            mask, 0, max(pad_bottom, 0), 0, max(pad_right, 0), cv2.BORDER_CONSTANT,
-            value=self.fill_mask,
-        )
+        return self.op.label(mask)
 
 
 def _pad_bottom_right(
@@ -311,34 +201,32 @@ def resize(
 ) -> list[A.BasicTransform]:
     """Resize to `target_size` ([w, h]), or by one factor with `keep_ratio`; sides rounded up
     to `size_divisor` if set; interp NEAREST/LINEAR/CUBIC/AREA/LANCZOS4 or RANDOM per call."""
-    width, height = width_height(target_size, "target_size")
-    if interp != "RANDOM" and interp not in INTERPOLATIONS:
-        raise ValueError(f"interp must be one of {', '.join(INTERPOLATIONS)} or RANDOM")
-    if size_divisor is not None and (not isinstance(size_divisor, int) or size_divisor < 1):
-        raise ValueError(f"size_divisor must be a positive int, got {size_divisor!r}")
-    codes = list(INTERPOLATIONS.values()) if interp == "RANDOM" else [INTERPOLATIONS[interp]]
+    names = list(INTERPOLATIONS) if interp == "RANDOM" else [interp]
+    sized = [inference.resize(target_size, keep_ratio, size_divisor, name) for name in names]
     if keep_ratio:
-        ops = [KeepRatioResize(width, height, size_divisor, code) for code in codes]
+        ops: list[A.BasicTransform] = [RuleResize(op) for op in sized]
     else:
+        width, height = width_height(target_size, "target_size")
         if size_divisor:
             width, height = ceil_to((width, height), size_divisor)
-        ops = [A.Resize(height=height, width=width, interpolation=code) for code in codes]
+        ops = [A.Resize(height=height, width=width, interpolation=op.interpolation)
+               for op in sized]
     return ops if len(ops) == 1 else [A.OneOf(ops, p=1.0)]
 
 
 def resize_by_long(long_size: int) -> list[A.BasicTransform]:
     """Scale so that the long side is `long_size`."""
-    return [LongSide(long_size)]
+    return [RuleResize(inference.resize_by_long(long_size))]
 
 
 def resize_by_short(short_size: int, max_size: float = 1e10) -> list[A.BasicTransform]:
     """Scale so that the short side is `short_size`, the long side at most `max_size`."""
-    return [ShortSide(short_size, max_size)]
+    return [RuleResize(inference.resize_by_short(short_size, max_size))]
 
 
 def limit_long(max_long: int | None = None, min_long: int | None = None) -> list[A.BasicTransform]:
     """Keep the long side within [min_long, max_long] by scaling."""
-    return [LongSideLimit(max_long, min_long)]
+    return [RuleResize(inference.limit_long(max_long, min_long))]
 
 
 def resize_range_scaling(min_value: int = 400, max_value: int = 600) -> list[A.BasicTransform]:
@@ -379,9 +267,9 @@ def padding(
     label_padding_value: int = LABEL_PAD,
 ) -> list[A.BasicTransform]:
     """Pad bottom/right up to `target_size` ([w, h])."""
+    op = inference.padding(target_size, im_padding_value, label_padding_value)
     width, height = width_height(target_size, "target_size")
-    fill = fill3(im_padding_value, "im_padding_value")
-    return [_pad_bottom_right(width, height, fill, label_padding_value)]
+    return [_pad_bottom_right(width, height, op.fill, op.fill_label)]
 
 
 def padding_by_aspect_ratio(
@@ -390,8 +278,8 @@ def padding_by_aspect_ratio(
     label_padding_value: int = LABEL_PAD,
 ) -> list[A.BasicTransform]:
     """Pad bottom or right to width / height = aspect_ratio."""
-    fill = fill3(im_padding_value, "im_padding_value")
-    return [PadToAspect(float(aspect_ratio), fill, label_padding_value)]
+    return [PadToAspect(inference.padding_by_aspect_ratio(
+        aspect_ratio, im_padding_value, label_padding_value))]
 
 
 def random_horizontal_flip(prob: float = 0.5) -> list[A.BasicTransform]:
@@ -484,10 +372,8 @@ def normalize(
     mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5)
 ) -> list[A.BasicTransform]:
     """(pixel / 255 - mean) / std per channel (one value or three), as float32."""
-    mean3, std3 = fill3(mean, "mean"), fill3(std, "std")
-    if any(value == 0 for value in std3):
-        raise ValueError(f"std must be non-zero, got {std}")
-    return [A.Normalize(mean=mean3, std=std3, max_pixel_value=255.0)]
+    inference.normalize(mean, std)  # checks the values
+    return [A.Normalize(mean=fill3(mean, "mean"), std=fill3(std, "std"), max_pixel_value=255.0)]
 
 
 TRANSFORMS: dict[str, Callable[..., list[A.BasicTransform]]] = {
@@ -539,25 +425,8 @@ def _build_ops(specs: Any, path: KeyPath) -> list[A.BasicTransform]:
     """Build every spec, turning a bad type, key or value into a SpecError at its key path."""
     if not isinstance(specs, list):
         raise SpecError(path, f"must be a list of {{type: Name, ...}} entries, got {specs!r}")
-    ops: list[A.BasicTransform] = []
-    for index, spec in enumerate(specs):
-        where = (*path, index)
-        if not isinstance(spec, dict) or "type" not in spec:
-            raise SpecError(where, f"must be a mapping with a `type`, got {spec!r}")
-        builder = TRANSFORMS.get(spec["type"])
-        if builder is None:
-            raise SpecError(
-                (*where, "type"),
-                f"unknown transform {spec['type']!r} (known: {', '.join(sorted(TRANSFORMS))})",
-            )
-        check_keys(spec, {"type", *inspect.signature(builder).parameters}, where)
-        params = {k: v for k, v in spec.items() if k != "type"}
-        try:
-            ops += builder(**params)
-        except (TypeError, ValueError) as error:
-            message = " ".join(str(error).split())
-            raise SpecError(where, f"bad {spec['type']} parameters: {message}") from None
-    return ops
+    return [op for index, spec in enumerate(specs)
+            for op in build_op(spec, (*path, index), TRANSFORMS, "transform")]
 
 
 def build_transforms(specs: Any, path: KeyPath = ("transforms",)) -> SegTransforms:

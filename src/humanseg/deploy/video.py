@@ -17,7 +17,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from humanseg.deploy.compose import (
@@ -160,6 +159,16 @@ def write_video(
     return VideoStats(written, time.perf_counter() - start)
 
 
+def set_torch_threads(threads: int) -> Callable[[], None]:
+    """Set torch's CPU thread count; return what restores it (torch loads only for this
+    backend: the onnxruntime one never imports it)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return lambda: torch.set_num_threads(previous)
+
+
 def run(args: argparse.Namespace) -> int:
     """Open the input, build the predictor, write the composed video and print the speed."""
     if args.max_frames is not None and args.max_frames <= 0:
@@ -170,9 +179,7 @@ def run(args: argparse.Namespace) -> int:
         raise HumanSegError(f"--threads must be positive, got {args.threads}")
     background = parse_background(args.background)
     capture = open_capture(args.input)
-    previous_threads = torch.get_num_threads()
-    if args.backend == "torch":
-        torch.set_num_threads(args.threads)
+    restore_threads = set_torch_threads(args.threads) if args.backend == "torch" else None
     try:
         predictor = build_predictor(argparse.Namespace(**{**vars(args), "precision": "fp32"}))
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not is_camera(args.input) else 0
@@ -191,7 +198,8 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         capture.release()
-        torch.set_num_threads(previous_threads)
+        if restore_threads is not None:
+            restore_threads()
     print(
         f"wrote {args.output}: {stats.frames} frames in {stats.seconds:.1f} s ({stats.fps:.1f} FPS)"
     )

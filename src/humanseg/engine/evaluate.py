@@ -1,6 +1,12 @@
 """The `val` verb and `evaluate()`: mIoU, per-class IoU, Acc, Kappa, Dice and connectivity.
 
-Predictions are scored at the label's resolution (logits are resized to it first), optionally
+Predictions are scored at the photo's resolution, as PaddleSeg and `humanseg predict` do: a
+dataset whose `transforms` is an inference pipeline (every val dataset built from a config) and
+that has `raw(index)` (the photo and label as stored) is scored on its untransformed label; the
+photo goes through the val transforms, and the network's class probabilities are sampled back
+onto the photo's pixels through the `Placement` those transforms recorded (padding dropped,
+resizing undone) by the same `photo_label` as `Predictor`. Any other dataset's `(image, label)`
+samples are scored at the label's resolution, the probabilities stretched onto it. Scores can be
 averaged over horizontal flips and scales (PaddleSeg's `--aug_eval`). Under torchrun each rank
 scores a shard of the images and rank 0 accumulates all of them, so metrics cover every image once.
 """
@@ -19,6 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from humanseg.data.inference import InferencePipeline, Placement, photo_label
 from humanseg.engine.distributed import DistContext, broadcast_object, gather_to_main
 from humanseg.engine.runtime import (
     autocast,
@@ -42,9 +49,11 @@ def _round_to_multiple(value: float, divisor: int) -> int:
 def infer_scores(
     model: torch.nn.Module, images: torch.Tensor, out_size: tuple[int, int], *,
     flip_horizontal: bool = False, scales: Sequence[float] = (1.0,), precision: str = "fp32",
+    probabilities: bool = False,
 ) -> torch.Tensor:
-    """Class scores [N, C, *out_size]: logits, or summed softmax over flips and scales (aug)."""
-    augmented = flip_horizontal or tuple(scales) != (1.0,)
+    """Class scores [N, C, *out_size]: logits, or summed softmax over flips and scales (aug);
+    softmax always with `probabilities` (what prediction resamples)."""
+    augmented = probabilities or flip_horizontal or tuple(scales) != (1.0,)
     divisor = int(getattr(model, "size_divisor", 1))
     height, width = images.shape[-2:]
     total: torch.Tensor | None = None
@@ -67,9 +76,16 @@ def infer_scores(
     return total
 
 
-def _as_tensor(value: Any) -> torch.Tensor:
-    """A sample field (NumPy array or tensor) as a tensor."""
-    return value if isinstance(value, torch.Tensor) else torch.from_numpy(np.asarray(value))
+def photo_sample(dataset: Dataset, index: int) -> tuple[np.ndarray, np.ndarray, Placement]:
+    """Network input [3, h, w], label to score against and where that label lies in the input."""
+    transforms = getattr(dataset, "transforms", None)
+    if isinstance(transforms, InferencePipeline) and hasattr(dataset, "raw"):
+        photo, label = dataset.raw(index)
+        inputs, placement = transforms.prepare(photo)
+        return inputs, np.asarray(label), placement
+    image, label = dataset[index]
+    inputs, label = np.asarray(image, dtype=np.float32), np.asarray(label)
+    return inputs, label, Placement.resize(label.shape[-2:], inputs.shape[-2:])
 
 
 def evaluate(
@@ -95,14 +111,13 @@ def evaluate(
             index = step * context.world_size + context.rank
             scored = None
             if index < size:
-                image, label = dataset[index]
-                label = _as_tensor(label).long()
-                scores = infer_scores(
-                    model, _as_tensor(image).float()[None].to(device), tuple(label.shape[-2:]),
-                    flip_horizontal=flip_horizontal, scales=scales, precision=precision,
-                )
-                prediction = scores.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
-                scored = (prediction, label.to(torch.uint8).numpy())
+                inputs, label, placement = photo_sample(dataset, index)
+                batch = torch.from_numpy(inputs)[None].to(device)
+                scores = infer_scores(model, batch, tuple(inputs.shape[-2:]),
+                                      flip_horizontal=flip_horizontal, scales=scales,
+                                      precision=precision, probabilities=True)
+                prediction = photo_label(scores[0].cpu().numpy(), placement, label.shape)
+                scored = (prediction, label.astype(np.uint8))
             for pair in gather_to_main(context, scored):
                 if pair is not None:
                     metrics.update(pair[0][None], pair[1][None])
@@ -168,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     check_precision(args.precision, device)
-    cfg, model = load_inference_model(args.config, args.model_path, device)
+    cfg, model = load_inference_model(args.config, args.model_path, device, inference=False)
     if "val_dataset" not in cfg:
         raise HumanSegError(f"{args.config}: config has no val_dataset section")
     num_classes = check_num_classes(cfg, "val_dataset", model)

@@ -5,33 +5,40 @@ float32 batch [N, 3, h, w] to logits (NumPy in, NumPy out). `TorchForward` wraps
 model; `humanseg.deploy.onnx_runtime.OnnxRuntimeForward` wraps an exported ONNX model.
 Outputs follow PaddleSeg's folders (`pseudo_color_prediction/`, `added_prediction/`) plus
 `label/` (class indices) and `cutout/` (RGBA, alpha = person probability).
+
+Nothing here imports torch or albumentations at module level: with onnxruntime a prediction
+starts in a fraction of a second (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from humanseg.engine.runtime import (
-    autocast,
-    check_precision,
-    load_inference_model,
-    resolve_device,
-    softmax,
+from humanseg.data.inference import (
+    InferencePipeline,
+    Placement,
+    build_inference_transforms,
+    photo_label,
+    photo_map,
 )
+from humanseg.engine.runtime import softmax
 from humanseg.errors import HumanSegError
 from humanseg.io import list_images, read_image, write_image
 from humanseg.weights import resolve_paths
 
+if TYPE_CHECKING:
+    import torch
+
 Forward = Callable[[np.ndarray], np.ndarray]
 Transform = Callable[[np.ndarray], np.ndarray]
-PairedTransform = Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray | None]]
 ADDED_IMAGE_WEIGHT = 0.6  # PaddleSeg's visualize(): 0.6 * image + 0.4 * pseudo-colour
 OUTPUT_DIRS = ("label", "pseudo_color_prediction", "added_prediction", "cutout")
 
@@ -57,79 +64,98 @@ class TorchForward:
         self.device = device
         self.precision = precision
 
-    @torch.no_grad()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Logits float32 [N, C, h, w] for a normalised float32 batch [N, 3, h, w]."""
+        import torch
+
+        from humanseg.engine.runtime import autocast
+
         inputs = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-        with autocast(self.device, self.precision):
+        with torch.no_grad(), autocast(self.device, self.precision):
             logits = self.model(inputs)
         return logits.float().cpu().numpy()
 
 
-class Predictor:
-    """Preprocess with the config's val transforms, run `forward`, return full-size scores."""
+@dataclass(frozen=True)
+class Prediction:
+    """Class probabilities at the network's resolution and where the photo lies in them.
 
-    def __init__(self, forward: Forward, transforms: Transform, num_classes: int) -> None:
-        """`transforms` maps an RGB uint8 image to a normalised float32 [3, h, w] array."""
+    Full-size maps are made only on request and only as large as asked: `label()` and `alpha()`
+    cost one byte / four bytes per photo pixel, `probabilities_full()` four bytes per pixel per
+    class (an 8000x6000 photo: 48 MB, 192 MB and 384 MB for two classes)."""
+
+    probabilities: np.ndarray  # float32 [C, h, w], softmax over C
+    placement: Placement  # photo pixel centres -> `probabilities` pixel centres
+    size: tuple[int, int]  # the photo's (H, W)
+
+    def label(self) -> np.ndarray:
+        """Class indices uint8 [H, W] at the photo's size."""
+        return photo_label(self.probabilities, self.placement, self.size)
+
+    def alpha(self) -> np.ndarray:
+        """Person probability float32 [H, W] (every class but the background class 0)."""
+        return photo_map(1.0 - self.probabilities[0], self.placement, self.size)
+
+    def probabilities_full(self) -> np.ndarray:
+        """Class probabilities float32 [C, H, W] at the photo's size."""
+        return photo_map(self.probabilities, self.placement, self.size)
+
+
+class Predictor:
+    """Preprocess with the config's val transforms, run `forward`, map scores back to the photo."""
+
+    def __init__(self, forward: Forward, transforms: InferencePipeline | Transform,
+                 num_classes: int) -> None:
+        """`transforms`: an `InferencePipeline` (which knows where each photo lands in the network
+        input: padding, resizing), or any image -> normalised float32 [3, h, w] callable, taken
+        to stretch the whole photo onto the network input."""
         self.forward = forward
         self.transforms = transforms
         self.num_classes = int(num_classes)
-        self.pipeline: PairedTransform | None = None
 
-    @classmethod
-    def from_pipeline(cls, forward: Forward, pipeline: PairedTransform,
-                      num_classes: int) -> Predictor:
-        """A Predictor whose paired pipeline `(image, label) -> (chw, label)` also tells where
-        the photo lies in the network input, so padding (e.g. PaddingByAspectRatio) is cropped
-        off before the probabilities are resized back to the photo."""
-        predictor = cls(forward, lambda image: pipeline(image, None)[0], num_classes)
-        predictor.pipeline = pipeline
-        return predictor
+    def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, Placement]:
+        """The network input and where the photo's pixels lie in it."""
+        if isinstance(self.transforms, InferencePipeline):
+            return self.transforms.prepare(image)
+        inputs = np.asarray(self.transforms(image), dtype=np.float32)
+        return inputs, Placement.resize(image.shape[:2], inputs.shape[-2:])
 
-    def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice] | None]:
-        """The network input and, with a paired pipeline, the box the photo covers in it."""
-        if self.pipeline is None:
-            return np.asarray(self.transforms(image), dtype=np.float32), None
-        inputs, footprint = self.pipeline(image, np.ones(image.shape[:2], np.uint8))
-        rows = np.flatnonzero((footprint == 1).any(axis=1))
-        cols = np.flatnonzero((footprint == 1).any(axis=0))
-        if rows.size == 0 or cols.size == 0:
-            return np.asarray(inputs, dtype=np.float32), None
-        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-        return np.asarray(inputs, dtype=np.float32), box
-
-    def predict(self, image: np.ndarray) -> np.ndarray:
-        """Class probabilities float32 [C, H, W] at the size of `image` (RGB uint8 [H, W, 3])."""
-        height, width = image.shape[:2]
-        inputs, box = self._prepare(image)
+    def infer(self, image: np.ndarray) -> Prediction:
+        """Probabilities at the network's resolution for an RGB uint8 [H, W, 3] photo."""
+        inputs, placement = self._prepare(image)
         logits = np.asarray(self.forward(inputs[None]))
         if logits.ndim != 4 or logits.shape[:2] != (1, self.num_classes):
             raise HumanSegError(f"model output has shape {logits.shape}, expected "
                                 f"[1, {self.num_classes}, h, w]")
-        scores = logits[0] if box is None else logits[0][:, box[0], box[1]]
-        # Softmax at model resolution, then resize the probabilities: a convex (bilinear) blend
-        # of distributions still sums to 1, and the full-size exp/sum (most of the time) is gone.
-        probabilities = softmax(scores, axis=0).astype(np.float32)
-        resized = cv2.resize(np.ascontiguousarray(probabilities.transpose(1, 2, 0)),
-                             (width, height), interpolation=cv2.INTER_LINEAR)
-        return resized.reshape(height, width, -1).transpose(2, 0, 1)
+        if logits.shape[2:] != inputs.shape[1:]:  # a model whose output is smaller than its input
+            placement = placement.then(Placement.resize(inputs.shape[1:], logits.shape[2:]))
+        # Softmax at model resolution, then resample the probabilities: a convex (bilinear) blend
+        # of distributions still sums to 1, and the full-size exp/sum is never computed.
+        probabilities = softmax(logits[0], axis=0).astype(np.float32)
+        return Prediction(probabilities, placement, image.shape[:2])
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """Class probabilities float32 [C, H, W] at the size of `image` (RGB uint8 [H, W, 3])."""
+        return self.infer(image).probabilities_full()
 
     __call__ = predict
 
 
-def render_outputs(image: np.ndarray, probabilities: np.ndarray) -> dict[str, np.ndarray]:
-    """The four output images of one prediction, keyed by output folder."""
+def render_outputs(image: np.ndarray, prediction: Prediction | np.ndarray) -> dict[str, np.ndarray]:
+    """The four output images of one prediction (or of full-size probabilities [C, H, W]), keyed
+    by output folder."""
     from humanseg.deploy.compose import alpha_blend, rgba_cutout
 
-    label = probabilities.argmax(axis=0).astype(np.uint8)
-    pseudo = color_map(len(probabilities))[label]
+    if isinstance(prediction, np.ndarray):
+        prediction = Prediction(prediction, Placement(), prediction.shape[1:])
+    label = prediction.label()
+    pseudo = color_map(len(prediction.probabilities))[label]
     weight = np.full(label.shape, ADDED_IMAGE_WEIGHT, np.float32)
-    person = 1.0 - probabilities[0]  # every class but the background
     return {
         "label": label,
         "pseudo_color_prediction": pseudo,
         "added_prediction": alpha_blend(image, pseudo.astype(np.float32), weight),
-        "cutout": rgba_cutout(image, person),
+        "cutout": rgba_cutout(image, prediction.alpha()),
     }
 
 
@@ -160,17 +186,21 @@ def write_outputs(save_dir: Path, name: str, outputs: dict[str, np.ndarray]) -> 
 
 
 def build_predictor(args: argparse.Namespace) -> Predictor:
-    """A Predictor for the chosen backend, config and model file."""
-    from humanseg.data import build_transforms
-
-    if args.backend == "onnxruntime" and not (args.config or args.model_path):
-        raise HumanSegError("--backend onnxruntime needs --config and --model_path MODEL.onnx")
+    """A Predictor for the chosen backend, config and model file. With onnxruntime, a PyTorch
+    model file (a zip archive as torch.save writes, or the packaged model) is exported once into
+    the cache (`humanseg.deploy.cache`) and the cached ONNX file is used from then on; any other
+    file is loaded as ONNX."""
     config_path, model_path = resolve_paths(args.config or None, args.model_path or None)
     if args.backend == "onnxruntime":
         from humanseg.config import load_config
         from humanseg.deploy.onnx_runtime import OnnxRuntimeForward
 
-        cfg = load_config(config_path)
+        cfg = load_config(config_path, inference=True)
+        if model_path.is_dir() or (model_path.suffix.lower() != ".onnx"
+                                   and zipfile.is_zipfile(model_path)):
+            from humanseg.deploy.cache import cached_onnx
+
+            model_path = cached_onnx(config_path, model_path)
         onnx_forward = OnnxRuntimeForward(model_path)
         forward: Forward = onnx_forward
         classes = onnx_forward.num_classes or (cfg.get("model") or {}).get("num_classes")
@@ -179,6 +209,12 @@ def build_predictor(args: argparse.Namespace) -> Predictor:
                                 f"{config_path} has no model.num_classes")
         num_classes = int(classes)
     else:
+        from humanseg.engine.runtime import (
+            check_precision,
+            load_inference_model,
+            resolve_device,
+        )
+
         device = resolve_device(args.device)
         check_precision(args.precision, device)
         cfg, model = load_inference_model(config_path, model_path, device)
@@ -186,8 +222,8 @@ def build_predictor(args: argparse.Namespace) -> Predictor:
         num_classes = int(model.num_classes)
     if "val_dataset" not in cfg or "transforms" not in cfg["val_dataset"]:
         raise HumanSegError(f"{config_path}: val_dataset.transforms is needed for preprocessing")
-    pipeline = build_transforms(cfg["val_dataset"]["transforms"], ("val_dataset", "transforms"))
-    return Predictor.from_pipeline(forward, pipeline, num_classes)
+    pipeline = build_inference_transforms(cfg["val_dataset"]["transforms"])
+    return Predictor(forward, pipeline, num_classes)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -196,7 +232,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image_path",
                         help="an image, a folder of images or a .txt list of image paths")
     parser.add_argument("--config", help="config file (default: the packaged model's)")
-    parser.add_argument("--model_path", help="model.pt, or model.onnx with --backend onnxruntime")
+    parser.add_argument("--model_path", help="model.pt, or model.onnx with --backend onnxruntime "
+                        "(a model.pt is then exported once into ~/.cache/humanseg/onnx)")
     parser.add_argument("--save_dir", default="output/result", help="where the outputs go")
     parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -217,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
     for path, name in tqdm(list(zip(paths, names, strict=True)), desc="predict", unit="img",
                            disable=len(paths) < 2):
         image = read_image(path)
-        write_outputs(save_dir, name, render_outputs(image, predictor(image)))
+        write_outputs(save_dir, name, render_outputs(image, predictor.infer(image)))
     folders = ", ".join(f"{folder}/" for folder in OUTPUT_DIRS)
     print(f"[PREDICT] {len(paths)} image(s) -> {save_dir} ({folders})")
     return 0

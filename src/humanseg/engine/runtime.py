@@ -1,4 +1,7 @@
-"""Device, precision and model loading shared by train, val and predict."""
+"""Device, precision and model loading shared by train, val and predict.
+
+torch is imported inside the functions that use it, so that prediction with onnxruntime, which
+imports this module for `softmax`, never loads it."""
 
 from __future__ import annotations
 
@@ -6,12 +9,14 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from humanseg.errors import HumanSegError
+
+if TYPE_CHECKING:
+    import torch
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 
@@ -24,6 +29,8 @@ def softmax(logits: np.ndarray, axis: int) -> np.ndarray:
 
 def resolve_device(name: str) -> torch.device:
     """`cpu` or `cuda`, with a clear error when CUDA is asked for and absent."""
+    import torch
+
     if name not in ("cpu", "cuda"):
         raise HumanSegError(f"--device: expected cpu or cuda, got {name!r}")
     if name == "cuda" and not torch.cuda.is_available():
@@ -46,19 +53,23 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
     if precision == "fp32":
         yield
         return
+    import torch
+
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16
     with torch.autocast(device_type=device.type, dtype=dtype):
         yield
 
 
 def load_inference_model(
-    config_path: str | os.PathLike, model_path: str | os.PathLike, device: torch.device
+    config_path: str | os.PathLike, model_path: str | os.PathLike, device: torch.device,
+    inference: bool = True,
 ) -> tuple[dict[str, Any], torch.nn.Module]:
-    """Load a config and its trained weights; the model is in eval mode on `device`."""
+    """Load a config and its trained weights; the model is in eval mode on `device`. The config
+    is checked as `load_config(path, inference)` does (only what prediction reads, by default)."""
     from humanseg.config import load_config
     from humanseg.models import build_model, load_model_file
 
-    cfg = load_config(config_path)
+    cfg = load_config(config_path, inference)
     if "model" not in cfg:
         raise HumanSegError(f"{config_path}: config has no model section")
     model = build_model(cfg["model"])
