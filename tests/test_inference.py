@@ -1,0 +1,124 @@
+"""Inference transforms (OpenCV / NumPy): the training pipeline's arrays, placements, resampling."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from humanseg.config import SpecError
+from humanseg.data.inference import (
+    STRIP_BYTES,
+    Placement,
+    build_inference_transforms,
+    photo_label,
+    photo_map,
+)
+from humanseg.data.transforms import build_transforms
+
+# Every val / export transform PaddleSeg configs use, in the parameter forms they take.
+VAL_PIPELINES = {
+    "resize": [{"type": "Resize", "target_size": [398, 224]}],
+    "resize_square_nearest": [{"type": "Resize", "target_size": 192, "interp": "NEAREST"}],
+    "resize_cubic": [{"type": "Resize", "target_size": [97, 61], "interp": "CUBIC"}],
+    "resize_area_divisor": [{"type": "Resize", "target_size": [100, 50], "size_divisor": 32,
+                             "interp": "AREA"}],
+    "resize_keep_ratio": [{"type": "Resize", "target_size": [512, 288], "keep_ratio": True,
+                           "size_divisor": 32}],
+    "resize_by_long": [{"type": "ResizeByLong", "long_size": 257}],
+    "resize_by_short": [{"type": "ResizeByShort", "short_size": 150, "max_size": 260}],
+    "limit_long": [{"type": "LimitLong", "max_long": 200, "min_long": 120}],
+    "padding": [{"type": "Padding", "target_size": [320, 300]}],
+    "padding_fill": [{"type": "Padding", "target_size": 330, "im_padding_value": [0, 10, 250],
+                      "label_padding_value": 7}],
+    "aspect_16_9": [{"type": "PaddingByAspectRatio", "aspect_ratio": 1.77777778},
+                    {"type": "Resize", "target_size": [398, 224]}],
+    "aspect_portrait": [{"type": "PaddingByAspectRatio", "aspect_ratio": 0.75}],
+    "normalize": [{"type": "Normalize"}],
+    "normalize_imagenet": [{"type": "Normalize", "mean": [0.485, 0.456, 0.406],
+                            "std": [0.229, 0.224, 0.225]}],
+}
+PHOTO_SHAPES = [(240, 180), (97, 301), (320, 300), (33, 33)]
+
+
+@pytest.mark.parametrize("name", sorted(VAL_PIPELINES))
+def test_numpy_transforms_give_the_albumentations_pipelines_arrays(name: str) -> None:
+    specs = VAL_PIPELINES[name]
+    if specs[-1]["type"] != "Normalize":
+        specs = [*specs, {"type": "Normalize"}]
+    training, inference = build_transforms(specs), build_inference_transforms(specs)
+    rng = np.random.default_rng(len(name))
+    for height, width in PHOTO_SHAPES:
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        label = rng.integers(0, 2, (height, width), dtype=np.uint8)
+        expected_image, expected_label = training(image, label)
+        actual_image, actual_label = inference(image, label)
+        assert actual_image.dtype == np.float32 and actual_label.dtype == np.int64
+        assert actual_image.shape == expected_image.shape, (height, width)
+        np.testing.assert_allclose(actual_image, expected_image, rtol=0, atol=2e-6)
+        np.testing.assert_array_equal(actual_label, expected_label)
+        np.testing.assert_array_equal(inference.preprocess(image), actual_image)
+
+
+def test_training_only_transforms_are_refused_for_inference() -> None:
+    with pytest.raises(SpecError, match=r"val_dataset\.transforms\[1\]\.type: unknown inference "
+                                        r"transform 'RandomHorizontalFlip'"):
+        build_inference_transforms([{"type": "Resize"}, {"type": "RandomHorizontalFlip"}])
+    with pytest.raises(SpecError, match=r"\[0\]: bad Resize parameters: interp must be"):
+        build_inference_transforms([{"type": "Resize", "interp": "RANDOM"}])
+
+
+def test_placement_of_padding_then_resize_by_hand() -> None:
+    # A 300 x 60 (H x W) photo padded to 16:9 becomes 300 x 533, then 224 x 398.
+    pipeline = build_inference_transforms(VAL_PIPELINES["aspect_16_9"])
+    inputs, placement = pipeline.prepare(np.zeros((300, 60, 3), np.uint8))
+    assert inputs.shape == (3, 224, 398)
+    scale_y, scale_x = 224 / 300, 398 / 533
+    assert placement.scale == pytest.approx((scale_y, scale_x))
+    assert placement.offset == pytest.approx((0.5 * scale_y - 0.5, 0.5 * scale_x - 0.5))
+    # The photo's right edge (x = 59.5) lands at 60 * 398 / 533 - 0.5 = 44.3 in the input.
+    assert 59.5 * placement.scale[1] + placement.offset[1] == pytest.approx(60 * scale_x - 0.5)
+
+
+def test_photo_map_samples_bilinearly_and_ignores_what_lies_outside_the_photo() -> None:
+    # The photo covers columns 0..1 of a 1 x 4 map (scale 1/2: photo 1 x 4 -> 1 x 2, padded).
+    scores = np.array([[[0.0, 1.0, 9.0, 9.0]]], np.float32)
+    placement = Placement.resize((1, 4), (1, 2))
+    mapped = photo_map(scores, placement, (1, 4))
+    # Photo column x samples (x + 0.5) / 2 - 0.5: -0.25, 0.25, 0.75, 1.25 -> clamped to [0, 1].
+    np.testing.assert_allclose(mapped, [[[0.0, 0.25, 0.75, 1.0]]], atol=1e-6)
+
+
+def test_photo_label_matches_argmax_of_the_full_map_in_strips(monkeypatch) -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.random((3, 20, 30), dtype=np.float32)
+    placement = Placement.resize((55, 70), (20, 30))
+    monkeypatch.setattr("humanseg.data.inference.STRIP_BYTES", 3 * 4 * 70 * 4)  # 4 rows a strip
+    label = photo_label(scores, placement, (55, 70))
+    np.testing.assert_array_equal(label, photo_map(scores, placement, (55, 70)).argmax(axis=0))
+
+
+def test_photo_label_memory_does_not_grow_with_classes_times_pixels() -> None:
+    # 3000 x 4000 photo, 8 classes: full-size probabilities would be 8 * 4 * 12e6 = 384 MB.
+    height, width, classes = 3000, 4000, 8
+    scores = np.random.default_rng(1).random((classes, 96, 128), dtype=np.float32)
+    placement = Placement.resize((height, width), (96, 128))
+    tracemalloc.start()
+    label = photo_label(scores, placement, (height, width))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # The label itself (1 byte a pixel), plus a strip of samples, its cv2 copy and the argmax.
+    bound = height * width + 3 * STRIP_BYTES
+    assert label.shape == (height, width) and peak < bound, peak / 2**20
+    assert peak < classes * 4 * height * width / 4
+
+
+def test_inference_modules_import_neither_torch_nor_albumentations() -> None:
+    code = ("import sys, humanseg.engine.predict, humanseg.data.inference, humanseg.config; "
+            "print(sorted(m for m in ('torch', 'albumentations') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"
