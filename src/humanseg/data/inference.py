@@ -119,37 +119,47 @@ def _warp(planes: np.ndarray, placement: Placement, width: int, rows: range) -> 
     )
 
 
-def photo_map(scores: np.ndarray, placement: Placement, size: tuple[int, int],
-              rows: range | None = None) -> np.ndarray:
-    """Scores [C, h, w] (or one map [h, w]) sampled bilinearly at the photo's pixels: [C, H, W]
-    (or [H, W]) for photo size (H, W), or only the photo `rows` given. Only the array pixels
-    whose centres lie within the photo are sampled (the edge ones repeated beyond them), so
-    padding never bleeds into the photo's border."""
-    height, width = size
-    rows = rows if rows is not None else range(height)
-    top, bottom = _covered(placement.scale[0], placement.offset[0], height, scores.shape[-2])
-    left, right = _covered(placement.scale[1], placement.offset[1], width, scores.shape[-1])
-    scores = np.asarray(scores[..., top:bottom, left:right], dtype=np.float32)
-    placement = placement.then(Placement(offset=(-top, -left)))
-    if scores.ndim == 2:
-        return _warp(scores, placement, width, rows)
-    out = np.empty((len(scores), len(rows), width), np.float32)
-    for start in range(0, len(scores), 4):  # cv2 samples up to four channels at once
-        group = np.ascontiguousarray(scores[start : start + 4].transpose(1, 2, 0))
-        sampled = _warp(group, placement, width, rows)
-        out[start : start + 4] = sampled.reshape(len(rows), width, -1).transpose(2, 0, 1)
-    return out
+def _sources(scores: np.ndarray, placement: Placement,
+             size: tuple[int, int]) -> tuple[list[np.ndarray], Placement]:
+    """The score pixels whose centres lie within the photo (sampling repeats the edge ones
+    beyond, so padding never bleeds into the photo's border), as channel-last groups of at most
+    four channels (what cv2 samples at once), and the placement of the photo in them."""
+    top, bottom = _covered(placement.scale[0], placement.offset[0], size[0], scores.shape[-2])
+    left, right = _covered(placement.scale[1], placement.offset[1], size[1], scores.shape[-1])
+    planes = np.asarray(scores[..., top:bottom, left:right], dtype=np.float32)
+    if planes.ndim == 2:
+        planes = planes[None]
+    groups = [np.ascontiguousarray(planes[start : start + 4].transpose(1, 2, 0))
+              for start in range(0, len(planes), 4)]
+    return groups, placement.then(Placement(offset=(-top, -left)))
+
+
+def _sample(groups: list[np.ndarray], placement: Placement, width: int,
+            rows: range) -> np.ndarray:
+    """Every channel sampled at the photo pixels of `rows`: [len(rows), W, C]."""
+    sampled = [_warp(group, placement, width, rows).reshape(len(rows), width, -1)
+               for group in groups]
+    return sampled[0] if len(sampled) == 1 else np.concatenate(sampled, axis=2)
+
+
+def photo_map(scores: np.ndarray, placement: Placement, size: tuple[int, int]) -> np.ndarray:
+    """Scores [C, h, w] (or one map [h, w]) sampled bilinearly at the pixels of a photo of size
+    (H, W): [C, H, W] (or [H, W]). Only score pixels within the photo are used (see `_sources`)."""
+    groups, placement = _sources(scores, placement, size)
+    sampled = _sample(groups, placement, size[1], range(size[0]))
+    return sampled[..., 0] if scores.ndim == 2 else sampled.transpose(2, 0, 1)
 
 
 def photo_label(scores: np.ndarray, placement: Placement, size: tuple[int, int]) -> np.ndarray:
-    """Class map uint8 [H, W]: argmax of the scores sampled at the photo's pixels, a strip of
-    rows at a time so a large photo never holds every class's full-size map at once."""
+    """Class map uint8 [H, W]: argmax of the scores [C, h, w] sampled at the photo's pixels, a
+    strip of rows at a time so a large photo never holds every class's full-size map at once."""
     height, width = size
+    groups, placement = _sources(scores, placement, size)
     label = np.empty((height, width), np.uint8)
     step = max(1, STRIP_BYTES // (4 * len(scores) * width))
     for start in range(0, height, step):
         rows = range(start, min(start + step, height))
-        label[rows.start : rows.stop] = photo_map(scores, placement, size, rows).argmax(axis=0)
+        label[rows.start : rows.stop] = _sample(groups, placement, width, rows).argmax(axis=2)
     return label
 
 

@@ -144,17 +144,20 @@ class Predictor:
 def render_outputs(image: np.ndarray, prediction: Prediction | np.ndarray) -> dict[str, np.ndarray]:
     """The four output images of one prediction (or of full-size probabilities [C, H, W]), keyed
     by output folder."""
-    from humanseg.deploy.compose import alpha_blend, rgba_cutout
+    import cv2
+
+    from humanseg.deploy.compose import rgba_cutout
 
     if isinstance(prediction, np.ndarray):
         prediction = Prediction(prediction, Placement(), prediction.shape[1:])
     label = prediction.label()
     pseudo = color_map(len(prediction.probabilities))[label]
-    weight = np.full(label.shape, ADDED_IMAGE_WEIGHT, np.float32)
+    # One fixed weight: blended in uint8 by OpenCV, without float copies of a large photo.
+    added = cv2.addWeighted(image, ADDED_IMAGE_WEIGHT, pseudo, 1 - ADDED_IMAGE_WEIGHT, 0.0)
     return {
         "label": label,
         "pseudo_color_prediction": pseudo,
-        "added_prediction": alpha_blend(image, pseudo.astype(np.float32), weight),
+        "added_prediction": added,
         "cutout": rgba_cutout(image, prediction.alpha()),
     }
 
