@@ -26,7 +26,8 @@ import torch
 
 from humanseg.config import load_config
 from humanseg.data import build_dataset
-from humanseg.engine.evaluate import infer_scores
+from humanseg.data.inference import photo_label
+from humanseg.engine.evaluate import infer_scores, photo_sample
 from humanseg.errors import HumanSegError
 from humanseg.io import atomic_path
 from humanseg.metrics import SegMetrics
@@ -73,10 +74,11 @@ def score_run(model_path: Path, cfg: dict[str, Any], dataset: Any) -> dict[str, 
     per_source: dict[str, SegMetrics] = defaultdict(lambda: SegMetrics(2, ignore_index=IGNORE))
     predictions, pred_counts, label_counts = [], [], []
     for index in range(len(dataset)):
-        image, label = dataset[index]
-        scores = infer_scores(model, image[None], tuple(label.shape))
-        prediction = scores.argmax(dim=1)[0].to(torch.uint8).numpy()
-        truth = label.to(torch.uint8).numpy()
+        inputs, label, placement = photo_sample(dataset, index)  # as `humanseg val` scores
+        scores = infer_scores(model, torch.from_numpy(inputs)[None], tuple(inputs.shape[-2:]),
+                              probabilities=True)
+        prediction = photo_label(scores[0].numpy(), placement, label.shape)
+        truth = label.astype(np.uint8)
         overall.update(prediction[None], truth[None])
         per_source[source_name(dataset.samples[index].source.images)].update(
             prediction[None], truth[None]
