@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 import torch
 
-from humanseg.data import build_transforms
+from humanseg.data.inference import build_inference_transforms
 from humanseg.data.split import is_validation
 from humanseg.deploy.compose import Background, person_probability
 from humanseg.deploy.export import export_onnx
@@ -225,7 +225,7 @@ def main() -> None:
     input_size = config_input_size(cfg)
     if input_size is None:
         sys.exit(f"{config_path}: no Resize target_size to benchmark at")
-    transforms = build_transforms(cfg["val_dataset"]["transforms"]).preprocess
+    transforms = build_inference_transforms(cfg["val_dataset"]["transforms"])
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         onnx_path = work / "model.onnx"

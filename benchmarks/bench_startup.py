@@ -1,8 +1,10 @@
 """Start-up of `humanseg predict one.jpg`: wall time and peak memory of a cold process per backend.
 
 Each run is a fresh interpreter (`python -m humanseg.cli predict PHOTO`), as a script or a service
-calls it; its wall time is measured around the whole process and its peak resident memory is
-the child's own `ru_maxrss` (os.wait4). Median of `--repeats` runs after one untimed run (which
+calls it; its wall time is measured around the whole process, its CPU time (user + system) and
+peak resident memory are the child's own (`ru_utime + ru_stime`, `ru_maxrss`, from os.wait4). On
+a loaded machine the wall time stretches with other people's work while the CPU time stays close
+to what the process needs, so both are reported. Median of `--repeats` runs after one untimed run (which
 warms the OS file cache and fills the ONNX cache), runs of the two code versions interleaved so a
 shared machine's load falls on both alike. `--before_src` points at the `src/` folder of the code
 to compare with (e.g. a `git worktree` of the previous commit); its label PNGs are compared with
@@ -36,8 +38,8 @@ DEFAULT_PHOTO = REPO.parent / "shared" / "data" / "portraits" / "images" / "vs_1
 DEFAULT_CONFIG = REPO / "src" / "humanseg" / "weights" / "default.yml"
 
 
-def timed_run(src: Path, argv: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of one `python -m humanseg.cli ARGV` with `src` first."""
+def timed_run(src: Path, argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """(wall s, CPU s, peak RSS MB) of one `python -m humanseg.cli ARGV` with `src` first."""
     child_env = {**env, "PYTHONPATH": str(src)}
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "humanseg.cli", *argv], env=child_env,
@@ -49,7 +51,7 @@ def timed_run(src: Path, argv: list[str], env: dict[str, str]) -> tuple[float, f
         raise SystemExit(f"{src}: humanseg {' '.join(argv)} failed: "
                          f"{process.stderr.read().decode()[-500:]}")
     process.stderr.close()
-    return wall, usage.ru_maxrss / 1024  # Linux reports kilobytes
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024  # Linux: kilobytes
 
 
 def predict_argv(backend: str, photo: Path, onnx: Path, save_dir: Path) -> list[str]:
@@ -83,7 +85,7 @@ def main() -> None:
                    stdout=subprocess.DEVNULL)
     pairs = [(version, backend) for backend in ("torch", "onnxruntime", "onnxruntime-cached")
              for version in versions if not (version == "before" and "cached" in backend)]
-    samples: dict[tuple[str, str], list[tuple[float, float]]] = {pair: [] for pair in pairs}
+    samples: dict[tuple[str, str], list[tuple[float, ...]]] = {pair: [] for pair in pairs}
     for attempt in range(args.repeats + 1):
         for version, backend in pairs:
             save_dir = work / version / backend
@@ -97,7 +99,8 @@ def main() -> None:
                            cv2.IMREAD_UNCHANGED)
         entry = {"version": version, "backend": backend,
                  "wall_s": round(statistics.median(r[0] for r in results), 3),
-                 "peak_rss_mb": round(statistics.median(r[1] for r in results), 1)}
+                 "cpu_s": round(statistics.median(r[1] for r in results), 3),
+                 "peak_rss_mb": round(statistics.median(r[2] for r in results), 1)}
         reference = work / "before" / backend.removesuffix("-cached") / "label"
         if version == "after" and reference.is_dir():
             before = cv2.imread(str(reference / f"{args.photo.stem}.png"), cv2.IMREAD_UNCHANGED)
