@@ -6,9 +6,9 @@ peak resident memory are the child's own (`ru_utime + ru_stime`, `ru_maxrss`, fr
 a loaded machine the wall time stretches with other people's work while the CPU time stays close
 to what the process needs, so both are reported. Median of `--repeats` runs after one untimed
 run (which warms the OS file cache and fills the ONNX cache), runs of the two code versions
-interleaved so a shared machine's load falls on both alike. `--before_src` points at the `src/` folder of the code
-to compare with (e.g. a `git worktree` of the previous commit); its label PNGs are compared with
-the current code's, pixel by pixel.
+interleaved so a shared machine's load falls on both alike. `--before_src` points at the `src/`
+folder of the code to compare with (e.g. a `git worktree` of the previous commit); its label PNGs
+are compared with the current code's, pixel by pixel.
 
 Backends: `torch` (the packaged model), `onnxruntime` with an ONNX file exported once by
 `humanseg export` (the same file for both versions), and, for the current code only,
