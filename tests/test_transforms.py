@@ -274,3 +274,20 @@ def test_normalize_accepts_one_value_for_all_channels() -> None:
     image = np.full((1, 1, 3), 51, np.uint8)
     out, _ = run([{"type": "Normalize", "mean": [0.0], "std": [0.5]}], image)
     np.testing.assert_allclose(out[:, 0, 0], [0.4, 0.4, 0.4], atol=1e-6)
+
+
+def test_random_grayscale_writes_the_bt601_luma_to_every_channel() -> None:
+    image = np.array([[[200, 100, 50], [0, 255, 10]]] * 2, np.uint8)
+    out, label = run([{"type": "RandomGrayscale", "prob": 1.0}], image, np.ones((2, 2), np.uint8))
+    # 0.299 R + 0.587 G + 0.114 B: 59.8 + 58.7 + 5.7 = 124.2; 0 + 149.685 + 1.14 = 150.8
+    np.testing.assert_array_equal(out[:, 0, 0], [124, 124, 124])
+    np.testing.assert_array_equal(out[:, 0, 1], [151, 151, 151])
+    np.testing.assert_array_equal(label, np.ones((2, 2)))
+
+
+def test_random_grayscale_at_prob_zero_keeps_colours_and_refuses_bad_prob() -> None:
+    image = grid_image(3, 4)
+    out, _ = run([{"type": "RandomGrayscale", "prob": 0.0}], image)
+    np.testing.assert_array_equal(out, image.transpose(2, 0, 1))
+    with pytest.raises(SpecError, match=r"transforms\[0\]: bad RandomGrayscale parameters"):
+        build_transforms([{"type": "RandomGrayscale", "prob": 1.5}])

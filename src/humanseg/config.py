@@ -25,7 +25,7 @@ INHERIT_KEY = "_inherited_"
 
 # Top-level keys of a PaddleSeg config (model/loss/export/test_config are checked by their users;
 # `save_interval` appears in PaddleSeg's own PP-HumanSeg configs, `to_static_training` is a
-# Paddle compile switch with no meaning here).
+# Paddle compile switch with no meaning here; `teacher` is ours: humanseg.engine.distill).
 TOP_LEVEL_KEYS = frozenset(
     {
         "batch_size",
@@ -38,6 +38,7 @@ TOP_LEVEL_KEYS = frozenset(
         "learning_rate",
         "loss",
         "distill_loss",
+        "teacher",
         "model",
         "export",
         "test_config",

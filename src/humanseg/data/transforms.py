@@ -449,6 +449,14 @@ def random_noise(prob: float = 0.5, max_sigma: float = 10.0) -> list[A.BasicTran
     return [A.GaussNoise(std_range=(0.0, min(max_sigma / 255.0, 1.0)), p=prob)]
 
 
+def random_grayscale(prob: float = 0.1) -> list[A.BasicTransform]:
+    """With probability `prob`, replace the colours by their luma (ITU-R BT.601) in all three
+    channels: black-and-white photos and colourless low-light frames look like this."""
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"prob must be in [0, 1], got {prob}")
+    return [A.ToGray(num_output_channels=3, method="weighted_average", p=prob)]
+
+
 def random_distort(
     brightness_range: float = 0.5,
     brightness_prob: float = 0.5,
@@ -506,6 +514,7 @@ TRANSFORMS: dict[str, Callable[..., list[A.BasicTransform]]] = {
     "RandomBlur": random_blur,
     "RandomNoise": random_noise,
     "RandomDistort": random_distort,
+    "RandomGrayscale": random_grayscale,
     "Normalize": normalize,
 }
 

@@ -24,6 +24,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from humanseg.engine import checkpoint
+from humanseg.engine.distill import TERM_NAME as TEACHER_TERM
+from humanseg.engine.distill import Teacher
 from humanseg.engine.distributed import (
     DistContext,
     broadcast_object,
@@ -140,6 +142,9 @@ class _Trainer:
             load_model_file(self.model, resume_dir / checkpoint.MODEL_FILE)
         self.model.to(self.device).train()
         self.loss = build_loss_from_config(cfg["loss"]).to(self.device)
+        self.teacher = Teacher(cfg["teacher"], cfg["model"], self.device) if "teacher" in cfg \
+            else None
+        self.ignore_index = int(cfg["train_dataset"].get("ignore_index", 255))
         self.train_dataset = build_dataset(cfg["train_dataset"])
         self.val_dataset = build_dataset(cfg["val_dataset"]) if opts.do_eval else None
 
@@ -195,6 +200,9 @@ class _Trainer:
         with autocast(self.device, self.opts.precision):
             logits = self.network(images)
         total, terms = self.loss(logits.float(), labels)
+        if self.teacher is not None:
+            terms[TEACHER_TERM] = self.teacher.loss(logits, images, labels != self.ignore_index)
+            total = total + self.teacher.coef * terms[TEACHER_TERM]
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)
