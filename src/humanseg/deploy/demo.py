@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model_path",
         help="model.pt, or model.onnx with --backend onnxruntime (default: packaged)",
     )
-    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                        help="run the model with PyTorch, or an exported .onnx with onnxruntime")
 
 
 def demo_outputs(image: np.ndarray, person: np.ndarray) -> dict[str, np.ndarray]:

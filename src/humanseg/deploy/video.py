@@ -64,8 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model_path",
         help="model.pt, or model.onnx with --backend onnxruntime (default: packaged)",
     )
-    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                        help="run the model with PyTorch, or an exported .onnx with onnxruntime")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where the torch backend runs")
     parser.add_argument(
         "--threads",
         type=int,

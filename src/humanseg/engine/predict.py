@@ -197,10 +197,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an image, a folder of images or a .txt list of image paths")
     parser.add_argument("--config", help="config file (default: the packaged model's)")
     parser.add_argument("--model_path", help="model.pt, or model.onnx with --backend onnxruntime")
-    parser.add_argument("--save_dir", default="output/result", help="where the outputs go")
-    parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--save_dir", default="output/result",
+                        help="where the outputs go (one subfolder per kind)")
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
+                        help="run the model with PyTorch, or an exported .onnx with onnxruntime")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="where the torch backend runs")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
+                        help="autocast precision of the torch backend (fp16 needs --device cuda)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -336,7 +336,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num_workers", type=int, default=defaults.num_workers,
                         help="data loading worker processes")
     parser.add_argument("--seed", type=int, help="random seed (default: drawn and saved)")
-    parser.add_argument("--device", default=defaults.device, choices=["cpu", "cuda"])
+    parser.add_argument("--device", default=defaults.device, choices=["cpu", "cuda"],
+                        help="where training runs (under torchrun: one GPU per process)")
     parser.add_argument("--precision", default=defaults.precision,
                         choices=["fp32", "fp16", "bf16"],
                         help="fp16: autocast + GradScaler on CUDA; bf16: autocast on CPU or CUDA")
