@@ -45,14 +45,13 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise HumanSegError(f"{path}: image file not found")
-    data = path.read_bytes()
-    if not data:
-        raise HumanSegError(f"{path}: not a readable image (empty file)")
     # IMREAD_COLOR applies the EXIF orientation, which IMREAD_UNCHANGED ignores; ANYDEPTH keeps
-    # 16-bit images 16-bit until they are scaled below.
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    # 16-bit images 16-bit until they are scaled below. (imdecode would refuse a truncated JPEG
+    # that imread decodes, hence the file is read twice: the second time from the page cache.)
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     if image is None:
         raise HumanSegError(f"{path}: not a readable image (corrupt or unsupported format)")
+    data = path.read_bytes()
     if data.startswith(JPEG_START) and _jpeg_is_truncated(data):
         warnings.warn(
             f"{path}: truncated JPEG (the data stops before the image's end); the missing "
