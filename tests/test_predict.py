@@ -357,3 +357,16 @@ def test_a_phone_photo_with_exif_orientation_is_segmented_upright(tmp_path: Path
     assert person.mean() > 0.2  # a portrait
     iou = (person & (got == 1)).sum() / (person | (got == 1)).sum()
     assert iou > 0.9
+
+
+@pytest.mark.skipif(not PHOTO.is_file(), reason="../shared/data/portraits absent")
+def test_a_truncated_photo_is_segmented_with_a_one_line_warning(lite_model, tmp_path: Path,
+                                                                capsys) -> None:
+    data = PHOTO.read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) // 2])
+    assert main([*predict_argv(lite_model, tmp_path / "out"), str(cut)]) == 0
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"humanseg predict: warning: {cut}: truncated JPEG (the data stops before the image's "
+        "end); the missing lower part decodes as flat grey, so results there are meaningless"]
+    assert (tmp_path / "out" / "cutout" / "cut.png").is_file()
