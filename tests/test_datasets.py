@@ -214,3 +214,23 @@ def test_labels_with_a_person_or_a_few_empty_ones_do_not_warn(root: Path) -> Non
         build_dataset(list_spec(root, lines))
     with pytest.warns(HumanSegWarning, match=r"hold only 0 \(background\), no class 1\.\.1"):
         build_dataset(list_spec(root, lines[3:]))  # only the empty ones
+
+
+@pytest.mark.skipif(not (DATA / "portraits").is_dir(), reason="../shared/data/portraits absent")
+def test_a_phone_photo_with_exif_orientation_pairs_with_its_upright_mask(tmp_path: Path) -> None:
+    from PIL import Image
+
+    root = tmp_path / "phone"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    with Image.open(DATA / "portraits" / "images" / "vs_1.jpg") as photo:
+        exif = photo.getexif()
+        exif[0x0112] = 8  # viewers turn the stored pixels 90 degrees counter-clockwise
+        photo.transpose(Image.Transpose.ROTATE_270).save(root / "images" / "vs_1.jpg",
+                                                          quality=95, exif=exif)
+    mask = cv2.imread(str(DATA / "portraits" / "masks" / "vs_1.png"), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(root / "masks" / "vs_1.png"), mask)  # drawn on the upright photo
+    image, label = build_dataset({"type": "FolderDataset", "dataset_root": str(root),
+                                  "num_classes": 2})[0]
+    assert tuple(image.shape) == (3, *mask.shape) and torch.equal(label, torch.from_numpy(
+        mask.astype(np.int64)))
