@@ -171,3 +171,14 @@ def test_check_output_path_refuses_a_folder_without_write_permission(tmp_path: P
             check_output_path(locked / "sub" / "out.png")
     finally:
         locked.chmod(0o755)
+
+
+@needs_photo
+def test_data_after_the_end_of_a_jpeg_is_not_truncation(tmp_path: Path) -> None:
+    # phones append data after the end marker (e.g. a motion photo's video); the photo is whole
+    whole = read_image(PHOTO)
+    trailer = tmp_path / "motion.jpg"
+    trailer.write_bytes(PHOTO.read_bytes() + b"ftypmp42" + bytes(range(256)) * 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.array_equal(read_image(trailer), whole)

@@ -19,9 +19,17 @@ JPEG_START = b"\xff\xd8"
 JPEG_END = b"\xff\xd9"
 
 
-def _jpeg_is_truncated(data: bytes) -> bool:
-    """True when JPEG bytes have no end-of-image marker after the first scan: the file was cut
-    short, and decoders fill the missing rows with flat grey instead of failing."""
+def _jpeg_is_truncated(path: Path) -> bool:
+    """True for a JPEG file with no end-of-image marker after its first scan: it was cut short,
+    and decoders fill the missing rows with flat grey instead of failing."""
+    with path.open("rb") as file:
+        if file.read(2) != JPEG_START:
+            return False
+        file.seek(-2, os.SEEK_END)
+        if file.read(2) == JPEG_END:
+            return False  # the common case, told from two bytes
+        file.seek(0)
+        data = file.read()  # data after the end marker (a phone's trailer) or a truncated file
     position = 2  # after the start-of-image marker
     while position + 4 <= len(data):
         if data[position] != 0xFF:
@@ -46,13 +54,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         raise HumanSegError(f"{path}: image file not found")
     # IMREAD_COLOR applies the EXIF orientation, which IMREAD_UNCHANGED ignores; ANYDEPTH keeps
-    # 16-bit images 16-bit until they are scaled below. (imdecode would refuse a truncated JPEG
-    # that imread decodes, hence the file is read twice: the second time from the page cache.)
+    # 16-bit images 16-bit until they are scaled below.
     image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     if image is None:
         raise HumanSegError(f"{path}: not a readable image (corrupt or unsupported format)")
-    data = path.read_bytes()
-    if data.startswith(JPEG_START) and _jpeg_is_truncated(data):
+    if _jpeg_is_truncated(path):
         warnings.warn(
             f"{path}: truncated JPEG (the data stops before the image's end); the missing "
             "lower part decodes as flat grey, so results there are meaningless",
