@@ -86,6 +86,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise HumanSegError(f"{path}: config file not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as error:  # a syntax error: say where, as an editor would
+        mark = error.problem_mark or error.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        context = f" ({error.context})" if error.context else ""
+        raise HumanSegError(f"{path}: not valid YAML{where}: {error.problem}{context}") from None
     except yaml.YAMLError as error:
         raise HumanSegError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
     if data is None:

@@ -449,14 +449,6 @@ def random_noise(prob: float = 0.5, max_sigma: float = 10.0) -> list[A.BasicTran
     return [A.GaussNoise(std_range=(0.0, min(max_sigma / 255.0, 1.0)), p=prob)]
 
 
-def random_grayscale(prob: float = 0.1) -> list[A.BasicTransform]:
-    """With probability `prob`, replace the colours by their luma (ITU-R BT.601) in all three
-    channels: black-and-white photos and colourless low-light frames look like this."""
-    if not 0.0 <= prob <= 1.0:
-        raise ValueError(f"prob must be in [0, 1], got {prob}")
-    return [A.ToGray(num_output_channels=3, method="weighted_average", p=prob)]
-
-
 def random_distort(
     brightness_range: float = 0.5,
     brightness_prob: float = 0.5,
@@ -486,6 +478,15 @@ def random_distort(
     if sharpness_prob > 0:
         ops.append(A.Sharpen(alpha=(0.0, min(sharpness_range, 1.0)), p=sharpness_prob))
     return [A.SomeOf(ops, n=len(ops), replace=False, p=1.0)]
+
+
+def random_grayscale(prob: float = 0.1) -> list[A.BasicTransform]:
+    """With probability `prob`, replace the photo by its grey version (0.299 R + 0.587 G +
+    0.114 B in all three channels), so grey-scale photos are segmented as well as colour ones.
+    Not a PaddleSeg transform (it has none); named after the Random* family and torchvision."""
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"prob must be in [0, 1], got {prob}")
+    return [A.ToGray(num_output_channels=3, method="weighted_average", p=prob)]
 
 
 def normalize(
