@@ -101,14 +101,17 @@ def miou_of(predictions: dict[str, np.ndarray], pairs: list[tuple[Path, Path]]) 
     return float(metrics.compute()["miou"])
 
 
-def run_mediapipe(python: Path, pairs: list[tuple[Path, Path]], work: Path) -> dict | None:
-    """Run bench_mediapipe.py in its own environment; its report plus the masks it wrote."""
+def run_mediapipe(
+    python: Path, pairs: list[tuple[Path, Path]], work: Path, model: str = "general"
+) -> dict | None:
+    """Run bench_mediapipe.py (`model`: general or landscape) in its own environment; its report
+    plus the masks it wrote."""
     if not python.is_file():
         print(f"MediaPipe skipped: {python} not found (make bench-deploy builds it)")
         return None
     listing = work / "mediapipe_images.txt"
     listing.write_text("\n".join(str(image) for image, _ in pairs) + "\n")
-    out_dir = work / "mediapipe_masks"
+    out_dir = work / f"mediapipe_{model}_masks"
     command = [
         str(python),
         str(REPO / "benchmarks" / "bench_mediapipe.py"),
@@ -116,6 +119,8 @@ def run_mediapipe(python: Path, pairs: list[tuple[Path, Path]], work: Path) -> d
         str(listing),
         "--out_dir",
         str(out_dir),
+        "--model",
+        model,
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:

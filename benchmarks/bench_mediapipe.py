@@ -8,7 +8,8 @@ from humanseg. `bench_deploy.py` calls it as a subprocess:
 
 LIST.txt holds one image path per line. It writes DIR/<stem>.png (uint8 person mask, 0/1, at the
 photo's size, thresholded at 0.5) and prints one JSON line: the latency (wall and process CPU) of
-`process()` on a frame at the model's own input size (256x256, batch 1, after warm-up), the mean
+`process()` on a frame at the model's own input size (`--model general`: 256x256, `landscape`:
+256x144 WxH; batch 1, after warm-up), the mean
 end-to-end time per photo (conversion, resize and threshold included), and the version.
 MediaPipe's desktop build runs its XNNPACK delegate on one thread (the legacy solution API has no
 setting for it). `mp.solutions.selfie_segmentation` ships its model inside the wheel, so nothing
@@ -27,8 +28,8 @@ import cv2
 import mediapipe as mp
 import numpy as np
 
-GENERAL_MODEL = 0  # model_selection=0: the general 256x256 model (1 is the 144x256 landscape one)
-MODEL_SIDE = 256
+# model_selection: 0 is the general 256x256 model, 1 the 144x256 (HxW) landscape one.
+MODELS = {"general": (0, (256, 256)), "landscape": (1, (144, 256))}
 WARMUP = 10
 REPEATS = 100
 
@@ -39,14 +40,16 @@ def main() -> None:
     parser.add_argument("--images", required=True, help="text file, one image path per line")
     parser.add_argument("--out_dir", required=True, help="folder for the predicted masks")
     parser.add_argument("--repeats", type=int, default=REPEATS)
+    parser.add_argument("--model", choices=sorted(MODELS), default="general")
     args = parser.parse_args()
+    selection, (height, width) = MODELS[args.model]
     paths = [Path(line) for line in Path(args.images).read_text().split("\n") if line.strip()]
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     solution = mp.solutions.selfie_segmentation
-    with solution.SelfieSegmentation(model_selection=GENERAL_MODEL) as segmenter:
+    with solution.SelfieSegmentation(model_selection=selection) as segmenter:
         first = cv2.cvtColor(cv2.imread(str(paths[0])), cv2.COLOR_BGR2RGB)
-        frame = np.ascontiguousarray(cv2.resize(first, (MODEL_SIDE, MODEL_SIDE)))
+        frame = np.ascontiguousarray(cv2.resize(first, (width, height)))
         for _ in range(WARMUP):
             segmenter.process(frame)
         latencies, cpu_times = [], []
@@ -64,7 +67,8 @@ def main() -> None:
             photo_seconds.append(time.perf_counter() - start)
             cv2.imwrite(str(out_dir / f"{path.stem}.png"), mask)
     report = {
-        "backend": f"mediapipe {mp.__version__} selfie_segmentation (general, 256x256)",
+        "backend": f"mediapipe {mp.__version__} selfie_segmentation "
+                   f"({args.model}, {width}x{height})",
         "latency_ms_median": 1000 * statistics.median(latencies),
         "latency_ms_mean": 1000 * statistics.fmean(latencies),
         "cpu_ms_median": 1000 * statistics.median(cpu_times),

@@ -122,3 +122,13 @@ def test_fast_blur_matches_a_full_resolution_gaussian() -> None:
     difference = np.abs(blur_image(photo).astype(np.float32) - reference)
     assert difference.mean() < 1.5  # grey levels, vs ~19 between the photo and its blur
     assert np.abs(photo.astype(np.float32) - reference).mean() > 10
+
+
+def test_a_background_photo_with_exif_orientation_is_used_upright(tmp_path) -> None:
+    from PIL import Image
+
+    upright = data.astronaut()[:200, :300]  # wider than tall
+    exif = Image.Exif()
+    exif[0x0112] = 6  # viewers turn the stored pixels 90 degrees clockwise
+    Image.fromarray(np.rot90(upright)).save(tmp_path / "phone.png", exif=exif)
+    assert np.array_equal(parse_background(str(tmp_path / "phone.png")).image, upright)

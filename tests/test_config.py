@@ -294,6 +294,14 @@ def test_file_errors(tmp_path: Path) -> None:
     write(tmp_path / "broken.yml", "batch_size: [1,\n")
     with pytest.raises(HumanSegError, match="broken.yml: not valid YAML"):
         load_config(tmp_path / "broken.yml")
+    # a syntax error says where, also inside a _base_ file, with no parser internals
+    write(tmp_path / "tabs.yml", "model:\n  type: FCN\n\tnum_classes: 2\n")
+    write(tmp_path / "child.yml", "_base_: tabs.yml\niters: 10\n")
+    with pytest.raises(HumanSegError) as caught:
+        load_config(tmp_path / "child.yml")
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'tabs.yml'}: not valid YAML at line 3, column 1: ")
+    assert "<unicode string>" not in message and "\n" not in message
     write(tmp_path / "list.yml", "- 1\n- 2\n")
     with pytest.raises(HumanSegError, match="list.yml: a config must be a YAML mapping"):
         load_config(tmp_path / "list.yml")

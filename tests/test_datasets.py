@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import cv2
@@ -11,7 +12,7 @@ import torch
 
 from humanseg.config import SpecError
 from humanseg.data import DATASETS, build_dataset
-from humanseg.errors import HumanSegError
+from humanseg.errors import HumanSegError, HumanSegWarning
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -183,3 +184,53 @@ def test_palette_label_png_gives_class_indices(root: Path) -> None:
     dataset = build_dataset({"type": "FolderDataset", "dataset_root": str(root),
                              "num_classes": 2, "stems": ["a"]})
     np.testing.assert_array_equal(dataset[0][1].numpy(), indices)
+
+
+@pytest.mark.parametrize("kind", ["Dataset", "FolderDataset"])
+def test_masks_of_only_0_and_255_warn_once_per_dataset(tmp_path: Path, kind: str) -> None:
+    root = tmp_path / "binary"
+    for index in range(40):  # masks saved as 0/255: a person that is all "ignore"
+        write_pair(root, f"p{index:02d}", half_label(value=255))
+    lines = [f"images/p{index:02d}.jpg masks/p{index:02d}.png" for index in range(40)]
+    spec = (list_spec(root, lines) if kind == "Dataset" else
+            {"type": "FolderDataset", "dataset_root": str(root), "num_classes": 2})
+    with pytest.warns(HumanSegWarning) as caught:
+        dataset = build_dataset(spec)
+        for index in range(len(dataset)):
+            dataset[index]
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1
+    assert "the 16 labels checked hold only 0 (background) and 255 (ignore_index)" in messages[0]
+    assert "mask // 255" in messages[0]
+
+
+def test_labels_with_a_person_or_a_few_empty_ones_do_not_warn(root: Path) -> None:
+    for index in range(5):
+        write_pair(root, f"empty{index}", np.zeros((6, 8), np.uint8))  # photos without people
+    lines = [f"images/{stem}.jpg masks/{stem}.png"
+             for stem in ("a", "b", "c", *(f"empty{index}" for index in range(5)))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_dataset(list_spec(root, lines))
+    with pytest.warns(HumanSegWarning, match=r"hold only 0 \(background\), no class 1\.\.1"):
+        build_dataset(list_spec(root, lines[3:]))  # only the empty ones
+
+
+@pytest.mark.skipif(not (DATA / "portraits").is_dir(), reason="../shared/data/portraits absent")
+def test_a_phone_photo_with_exif_orientation_pairs_with_its_upright_mask(tmp_path: Path) -> None:
+    from PIL import Image
+
+    root = tmp_path / "phone"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    with Image.open(DATA / "portraits" / "images" / "vs_1.jpg") as photo:
+        exif = photo.getexif()
+        exif[0x0112] = 8  # viewers turn the stored pixels 90 degrees counter-clockwise
+        photo.transpose(Image.Transpose.ROTATE_270).save(root / "images" / "vs_1.jpg",
+                                                          quality=95, exif=exif)
+    mask = cv2.imread(str(DATA / "portraits" / "masks" / "vs_1.png"), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(root / "masks" / "vs_1.png"), mask)  # drawn on the upright photo
+    image, label = build_dataset({"type": "FolderDataset", "dataset_root": str(root),
+                                  "num_classes": 2})[0]
+    assert tuple(image.shape) == (3, *mask.shape) and torch.equal(label, torch.from_numpy(
+        mask.astype(np.int64)))

@@ -89,3 +89,15 @@ def test_missing_packaged_model_is_a_clear_error(tmp_path: Path, monkeypatch) ->
     with pytest.raises(HumanSegError, match="give both --config and --model_path"):
         run_demo("--save_dir", str(tmp_path / "demo"), "--config", "some.yml")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["default.yml"]
+
+
+def test_bad_save_dirs_are_refused_before_the_model_loads(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "demo" / "mask.png").mkdir(parents=True)
+    missing = ["--config", str(tmp_path / "no.yml"), "--model_path", str(tmp_path / "no.pt")]
+    for save_dir, problem in (("notes.txt", "is a file, expected a folder"),
+                              ("notes.txt/demo", "notes.txt is a file, not a folder"),
+                              ("demo", r"mask\.png: is a folder, expected a file")):
+        with pytest.raises(HumanSegError, match=problem):
+            run_demo("--save_dir", str(tmp_path / save_dir), *missing)
+    assert (tmp_path / "notes.txt").read_text() == "x"

@@ -154,3 +154,13 @@ def test_fixed_size_model_rejects_other_sizes(exports: Exports) -> None:
         forward(photo_batch(96, 96))
     # A fixed batch of 1 still takes a batch of 3, one image at a time.
     assert forward(photo_batch(64, 96, count=3)).shape == (3, 2, 64, 96)
+
+
+def test_bad_output_paths_are_refused_before_the_model_loads(tmp_path: Path) -> None:
+    (tmp_path / "taken.onnx").mkdir()
+    (tmp_path / "notes.txt").write_text("x")
+    missing_config, missing_model = tmp_path / "no.yml", tmp_path / "no.pt"
+    for output, problem in (("taken.onnx", "is a folder, expected a file"),
+                            ("notes.txt/model.onnx", "notes.txt is a file, not a folder")):
+        with pytest.raises(HumanSegError, match=problem):
+            run_export(missing_config, missing_model, tmp_path / output)

@@ -239,6 +239,24 @@ def test_model_file_that_does_not_fit_names_every_key(tmp_path: Path) -> None:
     assert "classifier.pointwise.conv.weight (2, 64, 1, 1) (model: (3, 64, 1, 1))" in message
 
 
+def test_weights_of_another_architecture_give_counts_and_a_few_names(tmp_path: Path) -> None:
+    hrnet = build_model({"type": "FCN", "backbone": {"type": "HRNet_W18_Small_V1"},
+                         "num_classes": 2})
+    torch.save(hrnet.state_dict(), tmp_path / "hrnet.pt")
+    lite = build_model({**LITE, "num_classes": 2})
+    with pytest.raises(HumanSegError) as caught:
+        load_model_file(lite, tmp_path / "hrnet.pt")
+    message = str(caught.value)
+    missing = [key for key in lite.state_dict() if key not in hrnet.state_dict()]
+    unexpected = [key for key in hrnet.state_dict() if key not in lite.state_dict()]
+    assert len(missing) == len(lite.state_dict()) and len(unexpected) > 100  # nothing shared
+    assert f"missing {len(missing)}: {', '.join(missing[:3])}, ... ({len(missing) - 3} more)" in (
+        message)
+    assert f"unexpected {len(unexpected)}: " in message
+    assert "no key matches" in message
+    assert len(message) < 600 and "\n" not in message
+
+
 def conv_flops_by_hooks(model: nn.Module, x: torch.Tensor) -> int:
     """Independent FLOP count: 2 x output elements x (in_channels / groups) x kernel area."""
     total = 0

@@ -18,6 +18,7 @@ from humanseg.errors import HumanSegError
 from humanseg.io import read_image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+PHOTO = Path(__file__).resolve().parents[2] / "shared/data/portraits/images/vs_1.jpg"
 
 
 def test_color_map_is_paddleseg_voc_palette() -> None:
@@ -111,6 +112,9 @@ def test_rendered_outputs_by_hand() -> None:
 def test_output_names_keep_inputs_with_the_same_stem_apart() -> None:
     paths = [Path("a.jpg"), Path("a.png"), Path("b.jpg")]
     assert output_names(paths) == ["a_jpg", "a_png", "b"]
+    # same name in two folders: the outputs mirror the folders below the common one
+    paths = [Path("list/x/a.jpg"), Path("list/y/a.jpg"), Path("list/x/b.jpg"), Path("c.jpg")]
+    assert output_names(paths) == ["list/x/a", "list/y/a", "list/x/b", "c"]
 
 
 def randomised(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -246,3 +250,109 @@ def test_predict_resolves_model_paths_as_the_weights_module_does(lite_model, tmp
     assert main([*argv, "--backend", "onnxruntime"]) == 2  # the packaged model would be exported
     assert capsys.readouterr().err.strip().endswith(str(missing.value))
     assert not (tmp_path / "label").exists()
+
+
+def predict_argv(lite_model: tuple[Path, Path, Path], save_dir: Path) -> list[str]:
+    """`humanseg predict` with the test model, writing into `save_dir`."""
+    config, model_path, _ = lite_model
+    return ["predict", "--config", str(config), "--model_path", str(model_path),
+            "--save_dir", str(save_dir)]
+
+
+def test_batch_prediction_goes_on_past_a_bad_file(lite_model, tmp_path: Path, capsys) -> None:
+    _, _, photos = lite_model
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("tall.jpg", "wide.png"):
+        (folder / name).write_bytes((photos / name).read_bytes())
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")  # sorts between the two good ones
+    (folder / "empty.png").write_bytes(b"")
+    assert main([*predict_argv(lite_model, tmp_path / "out"), str(folder)]) == 2
+    captured = capsys.readouterr()
+    reports = [line for line in captured.err.splitlines() if line.startswith("humanseg")]
+    assert reports == [  # one line per bad file (the rest of stderr is the progress bar)
+        f"humanseg predict: error: {folder / 'broken.jpg'}: not a readable image "
+        "(corrupt or unsupported format)",
+        f"humanseg predict: error: {folder / 'empty.png'}: not a readable image "
+        "(corrupt or unsupported format)",
+    ]
+    assert "[PREDICT] 2 image(s) done, 2 failed" in captured.out
+    assert sorted(p.name for p in (tmp_path / "out" / "label").iterdir()) == [
+        "tall.png", "wide.png"]
+
+
+def test_a_list_with_one_name_in_two_folders_keeps_both_results(lite_model,
+                                                                 tmp_path: Path) -> None:
+    _, _, photos = lite_model
+    for folder, source in (("x", "tall.jpg"), ("y", "wide.png")):
+        (tmp_path / "set" / folder).mkdir(parents=True)
+        (tmp_path / "set" / folder / "photo.jpg").write_bytes((photos / source).read_bytes())
+    listing = tmp_path / "set" / "test.txt"
+    listing.write_text("x/photo.jpg\ny/photo.jpg\n")
+    assert main([*predict_argv(lite_model, tmp_path / "out"), str(listing)]) == 0
+    labels = tmp_path / "out" / "label"
+    assert sorted(p.relative_to(labels).as_posix() for p in labels.rglob("*.png")) == [
+        "x/photo.png", "y/photo.png"]
+    assert read_image(labels / "x" / "photo.png").shape[:2] == (90, 60)  # tall.jpg's size
+    assert read_image(labels / "y" / "photo.png").shape[:2] == (50, 80)  # wide.png's size
+
+
+def test_a_list_naming_one_image_twice_is_refused(lite_model, tmp_path: Path, capsys) -> None:
+    _, _, photos = lite_model
+    listing = tmp_path / "test.txt"
+    listing.write_text(f"{photos / 'tall.jpg'}\n{photos / 'wide.png'}\n"
+                       f"{photos / '..' / photos.name / 'tall.jpg'}\n")
+    assert main([*predict_argv(lite_model, tmp_path / "out"), str(listing)]) == 2
+    assert "line 3 lists" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_save_dir_is_refused_before_the_model_loads(lite_model, tmp_path: Path,
+                                                          capsys) -> None:
+    config, _, photos = lite_model
+    a_file = tmp_path / "taken"
+    a_file.write_text("not a folder")
+    missing_model = tmp_path / "missing.pt"  # loading it would fail: the save_dir check is first
+    for save_dir, problem in ((a_file, "is a file, expected a folder"),
+                              (a_file / "inside", "taken is a file, not a folder")):
+        assert main(["predict", str(photos), "--config", str(config), "--model_path",
+                     str(missing_model), "--save_dir", str(save_dir)]) == 2
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and problem in error and "missing.pt" not in error
+    assert a_file.read_text() == "not a folder"
+
+
+@pytest.mark.skipif(not PHOTO.is_file(), reason="../shared/data/portraits absent")
+def test_a_phone_photo_with_exif_orientation_is_segmented_upright(tmp_path: Path) -> None:
+    from PIL import Image
+
+    upright = tmp_path / "upright.jpg"
+    sideways = tmp_path / "sideways.jpg"
+    with Image.open(PHOTO) as photo:
+        photo.save(upright, quality=95)
+        exif = photo.getexif()
+        exif[0x0112] = 6  # viewers turn the stored pixels 90 degrees clockwise
+        photo.transpose(Image.Transpose.ROTATE_90).save(sideways, quality=95, exif=exif)
+    for path in (upright, sideways):  # the packaged model
+        assert main(["predict", str(path), "--save_dir", str(tmp_path / "out")]) == 0
+    labels = tmp_path / "out" / "label"
+    want = cv2.imread(str(labels / "upright.png"), cv2.IMREAD_UNCHANGED)
+    got = cv2.imread(str(labels / "sideways.png"), cv2.IMREAD_UNCHANGED)
+    assert got.shape == want.shape  # written in the displayed orientation
+    person = want == 1
+    assert person.mean() > 0.2  # a portrait
+    iou = (person & (got == 1)).sum() / (person | (got == 1)).sum()
+    assert iou > 0.9
+
+
+@pytest.mark.skipif(not PHOTO.is_file(), reason="../shared/data/portraits absent")
+def test_a_truncated_photo_is_segmented_with_a_one_line_warning(lite_model, tmp_path: Path,
+                                                                capsys) -> None:
+    data = PHOTO.read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) // 2])
+    assert main([*predict_argv(lite_model, tmp_path / "out"), str(cut)]) == 0
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"humanseg predict: warning: {cut}: truncated JPEG (the data stops before the image's "
+        "end); the missing lower part decodes as flat grey, so results there are meaningless"]
+    assert (tmp_path / "out" / "cutout" / "cut.png").is_file()

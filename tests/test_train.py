@@ -395,3 +395,65 @@ def test_worker_processes_load_the_same_augmented_batches(trained, tmp_path: Pat
     in_workers = train(cfg, tmp_path / "w2", iters=3, seed=5, num_workers=2, progress=False)
     first, second = in_process.model.state_dict(), in_workers.model.state_dict()
     assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_a_used_save_dir_is_refused_unless_resuming_or_overwriting(trained, blob_root: Path,
+                                                                   tmp_path: Path,
+                                                                   capsys) -> None:
+    from humanseg.cli import main
+    from humanseg.engine.train import train
+
+    cfg, _, _ = trained
+    save_dir = tmp_path / "run"
+    train(cfg, save_dir, iters=4, save_interval=2, seed=0, keep_checkpoint_max=0, progress=False)
+    (save_dir / "notes.txt").write_text("mine")
+    first_run = (save_dir / "iter_4" / "model.pt").read_bytes()
+    with pytest.raises(HumanSegError, match=r"run: not empty \(iter_2, iter_4, notes\.txt\)"):
+        train(cfg, save_dir, iters=2, seed=1, progress=False)
+    argv = ["train", "--config", str(blob_root / "blobs.yml"), "--save_dir", str(save_dir),
+            "--iters", "2", "--seed", "1"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--overwrite" in error and "--resume_model" in error
+    assert (save_dir / "iter_4" / "model.pt").read_bytes() == first_run
+    assert main([*argv, "--overwrite"]) == 0  # the first run's outputs go, other files stay
+    assert sorted(p.name for p in save_dir.iterdir()) == ["iter_2", "notes.txt"]
+    train(cfg, save_dir, iters=3, resume_model=str(save_dir / "iter_2"), progress=False)
+    assert sorted(p.name for p in save_dir.iterdir()) == ["iter_2", "iter_3", "notes.txt"]
+
+
+def test_a_running_training_locks_its_save_dir(trained, blob_root: Path,
+                                               tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from humanseg.engine.train import train
+    from humanseg.errors import HumanSegWarning
+
+    cfg, _, _ = trained
+    save_dir = tmp_path / "busy"
+    lock = save_dir / checkpoint.LOCK_FILE
+    running = subprocess.Popen(
+        [sys.executable, "-m", "humanseg.cli", "train", "--config", str(blob_root / "blobs.yml"),
+         "--save_dir", str(save_dir), "--iters", "1000000", "--save_interval", "1000000"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ,
+                                                                   "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 300
+        while not (lock.is_file() and lock.read_text().strip()) and running.poll() is None:
+            assert time.monotonic() < deadline, "the training subprocess never took the lock"
+            time.sleep(0.2)
+        assert lock.read_text().split()[0] == str(running.pid)
+        with pytest.raises(HumanSegError, match=f"another training run .*{running.pid}"):
+            train(cfg, save_dir, iters=2, progress=False)
+        assert lock.read_text().split()[0] == str(running.pid)  # the refused run left it alone
+    finally:
+        running.send_signal(signal.SIGKILL)  # dies without cleaning up: its lock file stays
+        running.wait()
+    assert lock.is_file()
+    with pytest.warns(HumanSegWarning, match=f"left by a run that ended .*{running.pid}"):
+        train(cfg, save_dir, iters=2, seed=0, progress=False)
+    assert sorted(p.name for p in save_dir.iterdir()) == ["iter_2"]  # lock released at the end

@@ -274,3 +274,24 @@ def test_normalize_accepts_one_value_for_all_channels() -> None:
     image = np.full((1, 1, 3), 51, np.uint8)
     out, _ = run([{"type": "Normalize", "mean": [0.0], "std": [0.5]}], image)
     np.testing.assert_allclose(out[:, 0, 0], [0.4, 0.4, 0.4], atol=1e-6)
+
+
+def test_random_grayscale_gives_the_luma_of_the_photo_with_its_probability() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (8, 10, 3), dtype=np.uint8)
+    label = rng.integers(0, 2, (8, 10), dtype=np.uint8)
+    # by hand: ITU-R BT.601 luma, rounded, in every channel
+    luma = np.rint(image.astype(np.float64) @ [0.299, 0.587, 0.114])
+    grey, grey_label = run([{"type": "RandomGrayscale", "prob": 1.0}], image, label)
+    for channel in grey:
+        assert np.abs(channel - luma).max() <= 1
+    np.testing.assert_array_equal(grey_label, label)
+    colour, _ = run([{"type": "RandomGrayscale", "prob": 0.0}], image, label)
+    np.testing.assert_array_equal(colour, image.transpose(2, 0, 1))
+    pipeline = build_transforms([{"type": "RandomGrayscale", "prob": 0.25}])
+    random.seed(1)
+    outputs = [pipeline(image)[0] for _ in range(400)]
+    greyed = sum(bool(np.all(out == out[0])) for out in outputs)  # three equal channels
+    assert 70 <= greyed <= 130  # 100 expected; binomial sd 8.7
+    with pytest.raises(SpecError, match=r"prob must be in \[0, 1\]"):
+        build_transforms([{"type": "RandomGrayscale", "prob": 1.5}])

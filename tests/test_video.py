@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import cv2
@@ -16,7 +17,7 @@ from humanseg.deploy import video
 from humanseg.deploy.compose import Background
 from humanseg.deploy.smoothing import FlowSmoother, flicker
 from humanseg.engine.predict import build_predictor
-from humanseg.errors import HumanSegError
+from humanseg.errors import HumanSegError, HumanSegWarning
 from humanseg.io import read_image, read_mask
 
 PORTRAITS = Path(__file__).resolve().parents[2] / "shared" / "data" / "portraits"
@@ -232,3 +233,43 @@ def test_ctrl_c_keeps_a_webcam_recording_only(tmp_path: Path, keep: bool) -> Non
                 interrupted_after(frames, 3), segment, Background(blur=True), output, fps=10
             )
         assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_that_is_the_input_is_refused(tmp_path: Path, model_files) -> None:
+    config, model_path = model_files
+    source = write_test_video(tmp_path / "call.mp4", still_frames(3))
+    original = source.read_bytes()
+    (tmp_path / "link.mp4").symlink_to(source)
+    os.link(source, tmp_path / "hard.mp4")
+    for output in ("call.mp4", "link.mp4", "hard.mp4", "../" + tmp_path.name + "/call.mp4"):
+        with pytest.raises(HumanSegError, match=f"--output .*{output}: is the input video"):
+            run_video("--input", str(source), "--output", str(tmp_path / output),
+                      "--config", str(config), "--model_path", str(model_path))
+    assert source.read_bytes() == original
+
+
+def test_bad_output_paths_are_refused_before_the_model_loads(tmp_path: Path) -> None:
+    source = write_test_video(tmp_path / "in.mp4", still_frames(2))
+    (tmp_path / "folder.mp4").mkdir()
+    missing = ["--config", str(tmp_path / "no.yml"), "--model_path", str(tmp_path / "no.pt")]
+    for output, problem in (("folder.mp4", "is a folder, expected a file"),
+                            ("in.mp4/out.mp4", "in.mp4 is a file, not a folder")):
+        with pytest.raises(HumanSegError, match=problem):
+            run_video("--input", str(source), "--output", str(tmp_path / output), *missing)
+
+
+def test_a_damaged_video_warns_how_many_frames_were_written(tmp_path: Path, model_files) -> None:
+    config, model_path = model_files
+    data = bytearray(write_test_video(tmp_path / "whole.mp4", still_frames(20)).read_bytes())
+    start = len(data) // 2
+    data[start:start + len(data) // 10] = bytes(len(data) // 10)  # a damaged stretch
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    output = tmp_path / "out.mp4"
+    with pytest.warns(HumanSegWarning, match=r"damaged\.mp4: the video ended after (\d+) of its "
+                      r"20 frames .*out\.mp4 holds the \1 frames") as caught:
+        run_video("--input", str(damaged), "--output", str(output), "--config", str(config),
+                  "--model_path", str(model_path), "--no-smooth")
+    written = len(read_video(output))
+    assert 0 < written < 20
+    assert f"after {written} of its 20" in str(caught[0].message)

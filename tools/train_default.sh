@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Reproduce the shipped default portrait model (src/humanseg/weights/default.{yml,pt}) and the SCL
-# ablation of docs/results.md, from the repository root, on CPU:
+# Reproduce the shipped default portrait model (src/humanseg/weights/default.{yml,pt}), the earlier
+# from-scratch model and the SCL ablation of docs/results.md, from the repository root, on CPU:
 #
 #   tools/train_default.sh prepare    # COCO person labels -> dataset/COCO_person
+#   tools/train_default.sh convert    # PaddleSeg's released Lite (../shared/models ONNX) -> .pt
+#   tools/train_default.sh finetune   # the shipped model: released weights fine-tuned at 192x192
+#   tools/train_default.sh ship       # copy the fine-tuned model + config into src/humanseg/weights
+#
+# The from-scratch recipe (no inherited weights; shipped until 2026-12-01, docs/model_zoo.md):
 #   tools/train_default.sh default    # main run (CE + SC loss), 1000 iters -> output/portrait/default
 #   tools/train_default.sh stage2     # 1000 more iters from its weights -> .../default_stage2
 #   tools/train_default.sh stage3     # 2000 more iters from stage 2's -> .../default_stage3
@@ -11,10 +16,10 @@
 #   tools/train_default.sh stage6     # 4000 more from stage 5's -> .../default_stage6
 #   tools/train_default.sh stage6b    # stage 6 again, seed 6, 2500 iters -> .../default_stage6_seed6
 #   tools/train_default.sh soup       # the average of the two stage-6 models -> .../soup/model.pt
-#   tools/train_default.sh ship       # copy the final model + config into src/humanseg/weights
+#   tools/train_default.sh ship_scratch  # copy that model + config into src/humanseg/weights
 #   tools/train_default.sh ablation   # CE vs CE + SC, seeds 1 2 3 -> output/portrait/ablation
 #   tools/train_default.sh report     # tables and plots -> docs/results.md figures
-#   tools/train_default.sh all        # all of the above, in order
+#   tools/train_default.sh all        # prepare, convert, finetune, ship
 #
 # One thread per run (OMP_NUM_THREADS=1) and bf16 autocast: on the development CPU (AMD EPYC with
 # avx512_bf16) a bf16 step was 1.5-4x faster than fp32. Training is seeded (data order and
@@ -32,6 +37,13 @@ CONFIG_STAGE4=configs/portrait/pp_humanseg_lite_portrait_192x192_scl_stage4.yml
 CONFIG_STAGE5=configs/portrait/pp_humanseg_lite_portrait_192x192_scl_stage5.yml
 CONFIG_STAGE6=configs/portrait/pp_humanseg_lite_portrait_192x192_scl_stage6.yml
 CONFIG_CE=configs/portrait/pp_humanseg_lite_portrait_192x192.yml
+CONFIG_256=configs/portrait/pp_humanseg_lite_portrait_192x192_released.yml
+CONFIG_FINETUNE=configs/portrait/pp_humanseg_lite_portrait_192x192_released_finetune.yml
+CONFIG_RELEASED=configs/pp_humanseg/pp_humanseg_lite_portrait_398x224.yml
+RELEASED_ONNX=../shared/models/pp_humanseg_lite_portrait_398x224.onnx
+RELEASED=output/released/pp_humanseg_lite_portrait_398x224.pt
+FINETUNE_DIR=output/portrait/finetune192
+FINETUNE_ITERS=1200
 DEFAULT_DIR=output/portrait/default
 ABLATION_DIR=output/portrait/ablation
 DEFAULT_ITERS=1000
@@ -53,6 +65,24 @@ COMMON=(--do_eval --use_vdl --precision bf16 --num_workers 1 --log_iters 10 --ke
 
 prepare() {
     "$PY" -m humanseg.cli prepare-coco --coco-root ../shared/data/coco_mini --out dataset/COCO_person
+}
+
+convert() {
+    # The separate-batch-norm export: its BN statistics are what fine-tuning starts from.
+    "$PY" -m humanseg.cli convert-paddle --src "$RELEASED_ONNX" --config "$CONFIG_RELEASED" \
+        --dst "$RELEASED"
+}
+
+finetune() {
+    # No --do_eval: no model is picked by its validation score; the final iteration ships.
+    "$PY" train.py --config "$CONFIG_FINETUNE" --save_dir "$FINETUNE_DIR" --seed 1 \
+        --iters "$FINETUNE_ITERS" --save_interval 200 --precision bf16 --num_workers 1 \
+        --log_iters 10 --keep_checkpoint_max 0
+}
+
+ship() {
+    install -m 644 "$FINETUNE_DIR/iter_$FINETUNE_ITERS/model.pt" src/humanseg/weights/default.pt
+    install -m 644 "$CONFIG_256" src/humanseg/weights/default.yml
 }
 
 train_stage() {
@@ -79,7 +109,7 @@ soup() {
         "$STAGE6_DIR/iter_$STAGE6_ITERS/model.pt" "$STAGE6B_DIR/iter_$STAGE6B_ITERS/model.pt"
 }
 
-ship() {
+ship_scratch() {
     # Final iterations only, not the best by validation mIoU (no selection on the val set).
     install -m 644 "$SOUP" src/humanseg/weights/default.pt
     install -m 644 "$CONFIG_SCL" src/humanseg/weights/default.yml
@@ -102,7 +132,7 @@ report() {
 
 stage=${1:-all}
 case "$stage" in
-    prepare | default | stage2 | stage3 | stage4 | stage5 | stage6 | stage6b | soup | ship | ablation | report) "$stage" ;;
-    all) prepare && default && stage2 && stage3 && stage4 && stage5 && stage6 && stage6b && soup && ship && ablation && report ;;
-    *) echo "usage: $0 [prepare|default|stage2|stage3|stage4|stage5|stage6|stage6b|soup|ship|ablation|report|all]" >&2; exit 2 ;;
+    prepare | convert | finetune | ship | default | stage2 | stage3 | stage4 | stage5 | stage6 | stage6b | soup | ship_scratch | ablation | report) "$stage" ;;
+    all) prepare && convert && finetune && ship ;;
+    *) echo "usage: $0 [prepare|convert|finetune|ship|default|stage2|stage3|stage4|stage5|stage6|stage6b|soup|ship_scratch|ablation|report|all]" >&2; exit 2 ;;
 esac

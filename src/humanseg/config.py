@@ -25,7 +25,7 @@ INHERIT_KEY = "_inherited_"
 
 # Top-level keys of a PaddleSeg config (model/loss/export/test_config are checked by their users;
 # `save_interval` appears in PaddleSeg's own PP-HumanSeg configs, `to_static_training` is a
-# Paddle compile switch with no meaning here).
+# Paddle compile switch with no meaning here; `teacher` is ours: humanseg.engine.distill).
 TOP_LEVEL_KEYS = frozenset(
     {
         "batch_size",
@@ -38,6 +38,7 @@ TOP_LEVEL_KEYS = frozenset(
         "learning_rate",
         "loss",
         "distill_loss",
+        "teacher",
         "model",
         "export",
         "test_config",
@@ -85,6 +86,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise HumanSegError(f"{path}: config file not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as error:  # a syntax error: say where, as an editor would
+        mark = error.problem_mark or error.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        context = f" ({error.context})" if error.context else ""
+        raise HumanSegError(f"{path}: not valid YAML{where}: {error.problem}{context}") from None
     except yaml.YAMLError as error:
         raise HumanSegError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
     if data is None:

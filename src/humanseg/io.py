@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,27 +12,61 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from humanseg.errors import HumanSegError
+from humanseg.errors import HumanSegError, HumanSegWarning
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+JPEG_START = b"\xff\xd8"
+JPEG_END = b"\xff\xd9"
+
+
+def _jpeg_is_truncated(path: Path) -> bool:
+    """True for a JPEG file with no end-of-image marker after its first scan: it was cut short,
+    and decoders fill the missing rows with flat grey instead of failing."""
+    with path.open("rb") as file:
+        if file.read(2) != JPEG_START:
+            return False
+        file.seek(-2, os.SEEK_END)
+        if file.read(2) == JPEG_END:
+            return False  # the common case, told from two bytes
+        file.seek(0)
+        data = file.read()  # data after the end marker (a phone's trailer) or a truncated file
+    position = 2  # after the start-of-image marker
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return False  # not a marker layout we know; leave the verdict to the decoder
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+        elif marker == 0xDA:  # start of scan: entropy-coded data (0xFF always escaped) to EOI
+            return data.find(JPEG_END, position) < 0
+        elif 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            position += 2
+        else:  # a segment with a length (EXIF, tables, frame header...): skip it whole
+            position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+    return True
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read a colour image as RGB uint8 [H, W, 3]; grey and RGBA inputs are converted."""
+    """Read a colour image as RGB uint8 [H, W, 3] the way viewers show it: the EXIF orientation
+    is applied (phone photos store pixels sideways); grey and RGBA inputs are converted. A
+    truncated JPEG still decodes but gives a HumanSegWarning naming the file."""
     path = Path(path)
     if not path.is_file():
         raise HumanSegError(f"{path}: image file not found")
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    # IMREAD_COLOR applies the EXIF orientation, which IMREAD_UNCHANGED ignores; ANYDEPTH keeps
+    # 16-bit images 16-bit until they are scaled below.
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     if image is None:
         raise HumanSegError(f"{path}: not a readable image (corrupt or unsupported format)")
+    if _jpeg_is_truncated(path):
+        warnings.warn(
+            f"{path}: truncated JPEG (the data stops before the image's end); the missing "
+            "lower part decodes as flat grey, so results there are meaningless",
+            HumanSegWarning,
+            stacklevel=2,
+        )
     if image.dtype != np.uint8:
         image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    if image.shape[2] != 3:
-        raise HumanSegError(f"{path}: expected 1, 3 or 4 channels, found {image.shape[2]}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -78,6 +113,22 @@ def list_images(path: str | os.PathLike) -> list[Path]:
             raise HumanSegError(f"{path}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
         return files
     raise HumanSegError(f"{path}: no such image file or folder")
+
+
+def check_output_path(path: str | os.PathLike, folder: bool = False) -> None:
+    """Refuse, before any work is done, an output `path` (a file, or a folder with `folder`) that
+    cannot be written: a path of the other kind, one inside a file, or one without write access."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        kinds = ("a folder", "a file") if path.is_dir() else ("a file", "a folder")
+        raise HumanSegError(f"{path}: is {kinds[0]}, expected {kinds[1]} to write into")
+    ancestor = path if folder else path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise HumanSegError(f"{path}: cannot be written, {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise HumanSegError(f"{path}: cannot be written, no write permission in {ancestor}")
 
 
 def _current_umask() -> int:

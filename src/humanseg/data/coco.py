@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the prepare-coco verb."""
     parser.add_argument("--coco-root", required=True, help="folder with annotations/ and images")
     parser.add_argument("--out", required=True, help="output folder, e.g. dataset/COCO_person")
-    parser.add_argument("--splits", nargs="+", default=list(SPLITS), help="default: %(default)s")
+    parser.add_argument("--splits", nargs="+", default=list(SPLITS),
+                        help="COCO splits to convert (annotations/instances_SPLIT.json)")
     parser.add_argument(
         "--min-area", type=float, default=0.0,
         help="keep an image only if it has a non-crowd person of at least this area (pixels)",

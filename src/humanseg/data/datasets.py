@@ -5,7 +5,9 @@ checked when it is loaded (decoding every image at start-up would cost minutes o
 the image and label must be readable, the same size, and the label values must lie in
 {0 .. num_classes - 1, ignore_index}. Missing files are found at start-up (a cheap stat). A bad
 pair raises HumanSegError naming the file, or, with `skip_bad: true`, is reported once as a warning
-and replaced by the next good index (deterministically, so runs stay reproducible).
+and replaced by the next good index (deterministically, so runs stay reproducible). At start-up
+16 labels spread over the set are read, and a warning is given when none holds a class other
+than 0 (typically 0/255 masks, whose 255 is the ignore index).
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from humanseg.errors import HumanSegError
+from humanseg.errors import HumanSegError, HumanSegWarning
 from humanseg.io import IMAGE_SUFFIXES, read_image, read_mask
 
 Transform = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 Pair = tuple[Path, Path]
 MODES = ("train", "val", "test")
 MASK_SUFFIX = ".png"
+LABELS_SAMPLED = 16  # labels read at start-up, evenly spaced, to catch 0/255 masks early
 
 
 def check_label(label: np.ndarray, num_classes: int, ignore_index: int, path: Path) -> None:
@@ -82,12 +85,39 @@ class PairDataset(Dataset):
             if missing is None:
                 self.pairs.append((image_path, label_path))
             elif skip_bad:
-                warnings.warn(f"{missing}: file not found; pair skipped", stacklevel=2)
+                warnings.warn(f"{missing}: file not found; pair skipped", HumanSegWarning,
+                              stacklevel=2)
             else:
                 raise HumanSegError(f"{missing}: file not found (listed in {origin})")
         if not self.pairs:
             raise HumanSegError(f"{origin}: no usable image/label pairs")
         self.bad: set[int] = set()
+        self._warn_if_labels_teach_nothing(origin)
+
+    def _warn_if_labels_teach_nothing(self, origin: str) -> None:
+        """Warn once when a sample of the labels holds no pixel of a class besides 0: mostly
+        masks saved as 0/255, whose 255 is the ignore index, so no person is ever learnt."""
+        if self.num_classes < 2:
+            return
+        step = max(1, len(self.pairs) // LABELS_SAMPLED)
+        seen = np.zeros(256, bool)
+        checked = 0
+        for _, label_path in self.pairs[::step][:LABELS_SAMPLED]:
+            try:
+                seen[np.unique(read_mask(label_path))] = True
+            except HumanSegError:
+                continue  # reported when the pair is loaded
+            checked += 1
+        if checked == 0 or seen[1:self.num_classes].any():
+            return
+        ignore_seen = 0 <= self.ignore_index < len(seen) and seen[self.ignore_index]
+        ignored = f" and {self.ignore_index} (ignore_index)" if ignore_seen else ""
+        hint = ("; masks saved as 0/255 need 255 mapped to 1 (e.g. mask // 255)" if ignored
+                else "")
+        warnings.warn(
+            f"{origin}: the {checked} labels checked hold only 0 (background){ignored}, no "
+            f"class 1..{self.num_classes - 1}, so the model never sees a person{hint}",
+            HumanSegWarning, stacklevel=4)
 
     def __len__(self) -> int:
         """Number of pairs."""
@@ -106,7 +136,7 @@ class PairDataset(Dataset):
                 if not self.skip_bad:
                     raise
                 self.bad.add(candidate)
-                warnings.warn(f"{error}; skipped (skip_bad)", stacklevel=2)
+                warnings.warn(f"{error}; skipped (skip_bad)", HumanSegWarning, stacklevel=2)
         raise HumanSegError(f"every one of the {len(self.pairs)} pairs is bad")
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -368,6 +368,15 @@ def random_distort(
     return [A.SomeOf(ops, n=len(ops), replace=False, p=1.0)]
 
 
+def random_grayscale(prob: float = 0.1) -> list[A.BasicTransform]:
+    """With probability `prob`, replace the photo by its grey version (0.299 R + 0.587 G +
+    0.114 B in all three channels), so grey-scale photos are segmented as well as colour ones.
+    Not a PaddleSeg transform (it has none); named after the Random* family and torchvision."""
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"prob must be in [0, 1], got {prob}")
+    return [A.ToGray(num_output_channels=3, method="weighted_average", p=prob)]
+
+
 def normalize(
     mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5)
 ) -> list[A.BasicTransform]:
@@ -392,6 +401,7 @@ TRANSFORMS: dict[str, Callable[..., list[A.BasicTransform]]] = {
     "RandomBlur": random_blur,
     "RandomNoise": random_noise,
     "RandomDistort": random_distort,
+    "RandomGrayscale": random_grayscale,
     "Normalize": normalize,
 }
 

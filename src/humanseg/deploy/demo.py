@@ -21,7 +21,7 @@ from humanseg.deploy.compose import (
     rgba_cutout,
 )
 from humanseg.engine.predict import build_predictor
-from humanseg.io import write_image
+from humanseg.io import check_output_path, write_image
 
 OUTPUT_FILES = (
     "input.png",
@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model_path",
         help="model.pt, or model.onnx with --backend onnxruntime (default: packaged)",
     )
-    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                        help="run the model with PyTorch, or an exported .onnx with onnxruntime")
 
 
 def demo_outputs(image: np.ndarray, person: np.ndarray) -> dict[str, np.ndarray]:
@@ -60,11 +61,14 @@ def demo_outputs(image: np.ndarray, person: np.ndarray) -> dict[str, np.ndarray]
 
 def run(args: argparse.Namespace) -> int:
     """Predict on the astronaut photo and write the six images to `--save_dir`."""
+    save_dir = Path(args.save_dir)
+    check_output_path(save_dir, folder=True)  # before the model loads: fail at once
+    for name in OUTPUT_FILES:
+        check_output_path(save_dir / name)
     options = {**vars(args), "device": "cpu", "precision": "fp32"}
     predictor = build_predictor(argparse.Namespace(**options))
     image = data.astronaut()
     person = person_probability(predictor(image))
-    save_dir = Path(args.save_dir)
     for name, array in demo_outputs(image, person).items():
         write_image(save_dir / name, array)
     share = float((person > 0.5).mean())

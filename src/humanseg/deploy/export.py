@@ -22,7 +22,7 @@ import torch
 from humanseg.deploy.onnx_runtime import OnnxRuntimeForward
 from humanseg.engine.runtime import load_inference_model, softmax
 from humanseg.errors import HumanSegError
-from humanseg.io import atomic_path
+from humanseg.io import atomic_path, check_output_path
 from humanseg.models.info import config_input_size
 from humanseg.weights import resolve_paths
 
@@ -136,6 +136,7 @@ def export_onnx(
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, pick the input size, export and verify; print what was written."""
+    check_output_path(args.output)  # before the model loads: a bad --output fails at once
     config_path, model_path = resolve_paths(args.config, args.model_path)
     config, model = load_inference_model(config_path, model_path, torch.device("cpu"))
     input_size = tuple(args.input_size) if args.input_size else config_input_size(config)

@@ -3,14 +3,18 @@
 Each frame is segmented by the engine's Predictor (PyTorch or onnxruntime backend), its person
 mask is smoothed over time (`humanseg.deploy.smoothing`, unless `--no-smooth`), and the frame is
 composed onto the new background. The output is written to a temporary file that replaces
-`--output` only when every frame went through, so a failure leaves no partial video. A webcam runs
+`--output` only when every frame went through, so a failure leaves no partial video. A file
+that ends before the frame count its header gives (damaged, truncated) gives a warning saying
+how many frames were written. `--output` may not be the input, even through a link. A webcam runs
 until `--max_frames` or Ctrl-C, and what was recorded up to then is kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +32,8 @@ from humanseg.deploy.compose import (
 )
 from humanseg.deploy.smoothing import FlowSmoother
 from humanseg.engine.predict import build_predictor
-from humanseg.errors import HumanSegError
-from humanseg.io import atomic_path
+from humanseg.errors import HumanSegError, HumanSegWarning
+from humanseg.io import atomic_path, check_output_path
 
 FALLBACK_FPS = 25.0
 FOURCC = "mp4v"
@@ -63,8 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model_path",
         help="model.pt, or model.onnx with --backend onnxruntime (default: packaged)",
     )
-    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                        help="run the model with PyTorch, or an exported .onnx with onnxruntime")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where the torch backend runs")
     parser.add_argument(
         "--threads",
         type=int,
@@ -79,6 +85,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def is_camera(source: str) -> bool:
     """A bare non-negative integer names a camera index, anything else a file."""
     return source.isdigit()
+
+
+def is_same_file(first: str | Path, second: str | Path) -> bool:
+    """True when both paths exist and are one file (through symbolic or hard links)."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # either does not exist
+        return False
 
 
 def open_capture(source: str) -> cv2.VideoCapture:
@@ -177,6 +191,10 @@ def run(args: argparse.Namespace) -> int:
         raise HumanSegError(f"--output {args.output}: end it in one of {', '.join(VIDEO_SUFFIXES)}")
     if args.threads <= 0:
         raise HumanSegError(f"--threads must be positive, got {args.threads}")
+    check_output_path(args.output)
+    if not is_camera(args.input) and is_same_file(args.input, args.output):
+        raise HumanSegError(f"--output {args.output}: is the input video {args.input}; "
+                            "write the result to another file")
     background = parse_background(args.background)
     capture = open_capture(args.input)
     restore_threads = set_torch_threads(args.threads) if args.backend == "torch" else None
@@ -200,6 +218,13 @@ def run(args: argparse.Namespace) -> int:
         capture.release()
         if restore_threads is not None:
             restore_threads()
+    if total and stats.frames < total:
+        warnings.warn(
+            f"{args.input}: the video ended after {stats.frames} of its {total} frames (damaged "
+            f"or truncated file?); {args.output} holds the {stats.frames} frames that were read",
+            HumanSegWarning,
+            stacklevel=2,
+        )
     print(
         f"wrote {args.output}: {stats.frames} frames in {stats.seconds:.1f} s ({stats.fps:.1f} FPS)"
     )

@@ -1,29 +1,38 @@
 """Checkpoints: `iter_N/model.pt` (plain state_dict) + `iter_N/train_state.pt`, written atomically.
 
 A checkpoint directory is assembled under a temporary name and renamed into place, so a crash
-never leaves a half-written checkpoint, and only the last `keep` ones are kept.
+never leaves a half-written checkpoint, and only the last `keep` ones are kept. While a run
+writes into a save_dir it holds `train.lock` there (its PID and host; an OS lock on the file
+tells a live run from one that died), so two runs never mix their checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import random
 import re
 import shutil
+import socket
 import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from humanseg.errors import HumanSegError
-from humanseg.io import atomic_path
+from humanseg.errors import HumanSegError, HumanSegWarning
+from humanseg.io import atomic_path, check_output_path
 
 MODEL_FILE = "model.pt"
 STATE_FILE = "train_state.pt"
 BEST_DIR = "best_model"
 ITER_DIR = re.compile(r"^iter_(\d+)$")
+LOCK_FILE = "train.lock"
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -175,3 +184,51 @@ def load_train_state(checkpoint_dir: Path) -> dict[str, Any]:
         raise HumanSegError(f"{path}: not a humanseg training state (missing "
                             f"{', '.join(sorted(required - set(state or {})))})")
     return state
+
+
+def _take_lock_file(lock: Path) -> int | None:
+    """Open `lock` and hold an exclusive OS lock on it: the descriptor, or None while another
+    process holds it. The kernel drops the OS lock when its holder dies, however it dies."""
+    while True:
+        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            return None
+        try:
+            if os.fstat(descriptor).st_ino == os.stat(lock).st_ino:
+                return descriptor
+        except FileNotFoundError:
+            pass
+        os.close(descriptor)  # the holder removed the file as we opened it: take the new one
+
+
+@contextlib.contextmanager
+def locked_save_dir(save_dir: str | Path) -> Iterator[Path]:
+    """Hold `save_dir/train.lock` (PID and host inside) while a run writes there; refuse a
+    save_dir a live run holds, take over (with a warning) the lock of a run that died."""
+    save_dir = Path(save_dir)
+    check_output_path(save_dir, folder=True)
+    created = not save_dir.exists()
+    save_dir.mkdir(parents=True, exist_ok=True)
+    lock = save_dir / LOCK_FILE
+    descriptor = _take_lock_file(lock)
+    if descriptor is None:
+        holder = lock.read_text(errors="replace").strip() or "unknown"
+        raise HumanSegError(f"{save_dir}: another training run (PID and host: {holder}) is "
+                            "writing there; wait for it to end or choose another --save_dir")
+    try:
+        previous = os.read(descriptor, 256).decode(errors="replace").strip()
+        if previous:
+            warnings.warn(f"{lock}: left by a run that ended without removing it ({previous}); "
+                          "taken over", HumanSegWarning, stacklevel=3)
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        yield lock
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(descriptor)
+        if created:
+            with contextlib.suppress(OSError):  # only an empty folder this run made
+                save_dir.rmdir()

@@ -173,8 +173,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --aug_eval: input scales, e.g. 0.75 1.0 1.25")
     parser.add_argument("--save_dir", default=None,
                         help=f"where {METRICS_FILE} goes (default: beside the model file)")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="where the model runs")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
+                        help="autocast precision (fp16 needs --device cuda)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,6 +13,8 @@ starts in a fraction of a second (docs/benchmarks.md).
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ from humanseg.data.inference import (
 )
 from humanseg.engine.runtime import softmax
 from humanseg.errors import HumanSegError
-from humanseg.io import list_images, read_image, write_image
+from humanseg.io import check_output_path, list_images, read_image, write_image
 from humanseg.weights import resolve_paths
 
 if TYPE_CHECKING:
@@ -167,18 +169,33 @@ def image_paths(source: str | Path) -> list[Path]:
     an image path relative to the list's folder (a label path after it is ignored)."""
     path = Path(source)
     if path.is_file() and path.suffix.lower() == ".txt":
-        entries = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+        entries = [(number, line.split()[0]) for number, line
+                   in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
         if not entries:
             raise HumanSegError(f"{path}: image list is empty")
-        return [path.parent / entry for entry in entries]
+        first_line: dict[str, int] = {}
+        for number, entry in entries:
+            where = os.path.realpath(path.parent / entry)
+            if where in first_line:
+                raise HumanSegError(f"{path}: line {number} lists {entry} again (first on line "
+                                    f"{first_line[where]}); list each image once")
+            first_line[where] = number
+        return [path.parent / entry for _, entry in entries]
     return list_images(path)
 
 
 def output_names(paths: list[Path]) -> list[str]:
-    """One output stem per input; stems shared by two inputs keep their suffix to stay apart."""
+    """One distinct output name per input: its stem, or where stems clash its path below the
+    inputs' common folder (outputs mirror the folders), with the suffix kept where that clashes."""
     stems = [path.stem for path in paths]
-    return [path.stem if stems.count(path.stem) == 1 else path.name.replace(".", "_")
-            for path in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    absolute = [Path(os.path.abspath(path)) for path in paths]
+    root = os.path.commonpath([path.parent for path in absolute])
+    relative = [path.relative_to(root) for path in absolute]
+    names = [rel.with_suffix("").as_posix() for rel in relative]
+    return [name if names.count(name) == 1 else (rel.parent / rel.name.replace(".", "_")).as_posix()
+            for name, rel in zip(names, relative, strict=True)]
 
 
 def write_outputs(save_dir: Path, name: str, outputs: dict[str, np.ndarray]) -> None:
@@ -235,30 +252,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image_path",
                         help="an image, a folder of images or a .txt list of image paths")
     parser.add_argument("--config", help="config file (default: the packaged model's)")
-    parser.add_argument("--model_path", help="model.pt, or model.onnx with --backend onnxruntime "
-                        "(a model.pt is then exported once into ~/.cache/humanseg/onnx)")
-    parser.add_argument("--save_dir", default="output/result", help="where the outputs go")
-    parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--model_path",
+                        help="model.pt, or model.onnx with --backend onnxruntime (a model.pt is "
+                        "then exported once into ~/.cache/humanseg/onnx)")
+    parser.add_argument("--save_dir", default="output/result",
+                        help="where the outputs go (one subfolder per kind)")
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
+                        help="run the model with PyTorch, or an exported .onnx with onnxruntime")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="where the torch backend runs")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
+                        help="autocast precision of the torch backend (fp16 needs --device cuda)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Segment every image and write its label, pseudo-colour, overlay and cut-out."""
+    """Segment every image and write its label, pseudo-colour, overlay and cut-out; a file that
+    fails is reported in one line and the others still run (exit status 2 if any failed)."""
     if args.image and args.image_path and args.image != args.image_path:
         raise HumanSegError("give the image either positionally or with --image_path, not both")
     source = args.image_path or args.image
     if not source:
         raise HumanSegError("no image given: humanseg predict PHOTO.jpg (or --image_path DIR)")
     paths = image_paths(source)
-    predictor = build_predictor(args)
     save_dir = Path(args.save_dir)
-    names = output_names(paths)
-    for path, name in tqdm(list(zip(paths, names, strict=True)), desc="predict", unit="img",
-                           disable=len(paths) < 2):
-        image = read_image(path)
-        write_outputs(save_dir, name, render_outputs(image, predictor.infer(image)))
+    for folder in (save_dir, *(save_dir / name for name in OUTPUT_DIRS)):
+        check_output_path(folder, folder=True)  # before the model loads: fail at once
+    predictor = build_predictor(args)
+    failed = 0
+    for path, name in tqdm(list(zip(paths, output_names(paths), strict=True)), desc="predict",
+                           unit="img", disable=len(paths) < 2):
+        try:  # a bad file is reported and skipped: the others still run
+            image = read_image(path)
+            write_outputs(save_dir, name, render_outputs(image, predictor.infer(image)))
+        except HumanSegError as error:
+            failed += 1
+            tqdm.write(f"humanseg predict: error: {error}", file=sys.stderr)
     folders = ", ".join(f"{folder}/" for folder in OUTPUT_DIRS)
-    print(f"[PREDICT] {len(paths)} image(s) -> {save_dir} ({folders})")
-    return 0
-
+    print(f"[PREDICT] {len(paths) - failed} image(s) done, {failed} failed -> {save_dir} "
+          f"({folders})")
+    return 2 if failed else 0

@@ -7,12 +7,15 @@ global batch, and only rank 0 writes checkpoints, TensorBoard scalars and the pr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import random
 import secrets
+import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from humanseg.engine import checkpoint
+from humanseg.engine.distill import TERM_NAME as TEACHER_TERM
+from humanseg.engine.distill import Teacher
 from humanseg.engine.distributed import (
     DistContext,
     broadcast_object,
@@ -58,6 +63,7 @@ class TrainOptions:
     keep_checkpoint_max: int = 5
     do_eval: bool = False
     use_vdl: bool = False
+    overwrite: bool = False
     progress: bool = True
 
 
@@ -140,6 +146,9 @@ class _Trainer:
             load_model_file(self.model, resume_dir / checkpoint.MODEL_FILE)
         self.model.to(self.device).train()
         self.loss = build_loss_from_config(cfg["loss"]).to(self.device)
+        self.teacher = Teacher(cfg["teacher"], cfg["model"], self.device) if "teacher" in cfg \
+            else None
+        self.ignore_index = int(cfg["train_dataset"].get("ignore_index", 255))
         self.train_dataset = build_dataset(cfg["train_dataset"])
         self.val_dataset = build_dataset(cfg["val_dataset"]) if opts.do_eval else None
 
@@ -195,6 +204,9 @@ class _Trainer:
         with autocast(self.device, self.opts.precision):
             logits = self.network(images)
         total, terms = self.loss(logits.float(), labels)
+        if self.teacher is not None:
+            terms[TEACHER_TERM] = self.teacher.loss(logits, images, labels != self.ignore_index)
+            total = total + self.teacher.coef * terms[TEACHER_TERM]
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)
@@ -306,12 +318,53 @@ class _Trainer:
         return result
 
 
+def _is_run_output(name: str) -> bool:
+    """A save_dir entry that training writes: iter_N, best_model, tensorboard."""
+    return bool(checkpoint.ITER_DIR.match(name)) or name in (checkpoint.BEST_DIR, TENSORBOARD_DIR)
+
+
+def _clear_previous_run(save_dir: Path, opts: TrainOptions) -> None:
+    """Refuse a save_dir holding files unless resuming; with `overwrite`, delete the previous
+    run's checkpoints, best model and TensorBoard logs (other files stay)."""
+    previous = sorted(p.name for p in save_dir.iterdir() if p.name != checkpoint.LOCK_FILE)
+    if not previous or opts.resume_model:
+        return
+    if not opts.overwrite:
+        shown = ", ".join(previous[:3]) + (", ..." if len(previous) > 3 else "")
+        raise HumanSegError(
+            f"{save_dir}: not empty ({shown}); a new run there would mix its checkpoints with "
+            "these. Give --resume_model to continue a run, --overwrite to replace its "
+            "checkpoints, or another --save_dir")
+    for name in previous:
+        if _is_run_output(name):
+            shutil.rmtree(save_dir / name)
+
+
+@contextlib.contextmanager
+def _claim_save_dir(save_dir: Path, opts: TrainOptions, context: DistContext) -> Iterator[None]:
+    """Rank 0 locks `save_dir` and checks it is free for this run; every rank gets the verdict."""
+    with contextlib.ExitStack() as held:
+        problem = None
+        if context.is_main:
+            try:
+                held.enter_context(checkpoint.locked_save_dir(save_dir))
+                _clear_previous_run(save_dir, opts)
+            except HumanSegError as error:
+                problem = str(error)
+        problem = broadcast_object(context, problem)
+        if problem is not None:
+            raise HumanSegError(problem)
+        yield
+
+
 def train(cfg: dict[str, Any], save_dir: str | Path, **options: Any) -> TrainResult:
-    """Train from a loaded config into `save_dir`; options are TrainOptions' fields."""
+    """Train from a loaded config into `save_dir`; options are TrainOptions' fields. The
+    save_dir is locked while the run lasts and must be empty unless resuming or overwriting."""
     opts = _options(options)
     context = init_distributed(opts.device)
     try:
-        return _Trainer(cfg, Path(save_dir), opts, context).run()
+        with _claim_save_dir(Path(save_dir), opts, context):
+            return _Trainer(cfg, Path(save_dir), opts, context).run()
     finally:
         shutdown_distributed(context)
 
@@ -328,6 +381,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch_size", type=int, help="batch size per process (default: config)")
     parser.add_argument("--learning_rate", type=float, help="base learning rate (default: config)")
     parser.add_argument("--resume_model", help="checkpoint folder SAVE_DIR/iter_N to resume from")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train into a save_dir that holds an earlier run, deleting its "
+                        "iter_N checkpoints, best_model and tensorboard logs first")
     parser.add_argument("--save_interval", type=int,
                         help="iterations between evaluations and checkpoints (default: the "
                         f"config's save_interval, else {DEFAULT_SAVE_INTERVAL})")
@@ -336,7 +392,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num_workers", type=int, default=defaults.num_workers,
                         help="data loading worker processes")
     parser.add_argument("--seed", type=int, help="random seed (default: drawn and saved)")
-    parser.add_argument("--device", default=defaults.device, choices=["cpu", "cuda"])
+    parser.add_argument("--device", default=defaults.device, choices=["cpu", "cuda"],
+                        help="where training runs (under torchrun: one GPU per process)")
     parser.add_argument("--precision", default=defaults.precision,
                         choices=["fp32", "fp16", "bf16"],
                         help="fp16: autocast + GradScaler on CUDA; bf16: autocast on CPU or CUDA")

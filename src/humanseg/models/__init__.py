@@ -25,6 +25,7 @@ from humanseg.models.fcn import FCN
 from humanseg.models.pphumanseg_lite import PPHumanSegLite
 
 MODELS: dict[str, type[nn.Module]] = {"FCN": FCN, "PPHumanSegLite": PPHumanSegLite}
+MISFITS_NAMED = 3  # keys named per kind of misfit in a load error; the rest are counted
 
 _warned_urls: set[str] = set()
 
@@ -157,9 +158,11 @@ def raise_if_misfit(
     unexpected: list[str],
     wrong_shape: list[str],
 ) -> None:
-    """One HumanSegError listing every key of `source` that does not fit `model`, if any."""
+    """One HumanSegError counting the keys of `source` that do not fit `model`, if any, and
+    naming the first few of each kind (a whole other architecture would mean hundreds)."""
     problems = [
-        f"{label} {len(keys)}: {', '.join(keys)}"
+        f"{label} {len(keys)}: {', '.join(keys[:MISFITS_NAMED])}"
+        + (f", ... ({len(keys) - MISFITS_NAMED} more)" if len(keys) > MISFITS_NAMED else "")
         for label, keys in (
             ("missing", missing),
             ("unexpected", unexpected),
@@ -168,6 +171,9 @@ def raise_if_misfit(
         if keys
     ]
     if problems:
+        hint = ""
+        if len(missing) == len(model.state_dict()):
+            hint = " (no key matches: are these weights of another model or config?)"
         raise HumanSegError(
-            f"{source}: weights do not fit {type(model).__name__}: " + "; ".join(problems)
+            f"{source}: weights do not fit {type(model).__name__}{hint}: " + "; ".join(problems)
         )

@@ -1,0 +1,98 @@
+"""Distillation from a frozen teacher during training (the config's `teacher:` section).
+
+Fine-tuning a released model on a few thousand narrow photos makes it forget what it knew about
+photos unlike them. Learning without forgetting keeps a frozen copy (or a stronger model) as a
+teacher and adds, to the label losses, the KL divergence from the teacher's probabilities to the
+student's on every training batch, so the student moves towards the labels only as far as it
+can while still predicting what the teacher predicts elsewhere.
+
+    teacher:
+      model_path: released.pt        # weights for the teacher (required)
+      model: {type: PPHumanSegLite, num_classes: 2}   # default: the student's model section
+      coef: 1.0                      # weight of the KL term in the total loss
+      temperature: 1.0               # softens both distributions; the term is scaled by T^2
+      flip: true                     # average the teacher over a horizontal flip (a better teacher)
+      input_size: [398, 224]         # [w, h] the teacher sees (resized batch); default: as given
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from humanseg.errors import HumanSegError
+
+TEACHER_KEYS = frozenset({"model_path", "model", "coef", "temperature", "flip", "input_size"})
+TERM_NAME = "Distillation"
+
+
+def _positive_number(spec: Mapping[str, Any], key: str, default: float) -> float:
+    """A number > 0 from the teacher section, else a HumanSegError naming the key."""
+    value = spec.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise HumanSegError(f"teacher.{key}: must be a number > 0, got {value!r}")
+    return float(value)
+
+
+class Teacher:
+    """A frozen model in eval mode and the KL term that pulls the student towards it.
+
+    Args:
+        spec: the config's `teacher` section (keys in the module docstring).
+        student_model: the student's `model` section, used when the teacher names none.
+        device: where the teacher runs (the student's device).
+    """
+
+    def __init__(self, spec: Mapping[str, Any], student_model: Mapping[str, Any],
+                 device: torch.device) -> None:
+        from humanseg.models import build_model, load_model_file, without_pretrained
+
+        if not isinstance(spec, Mapping):
+            raise HumanSegError(f"teacher: must be a mapping, got {spec!r}")
+        unknown = sorted(set(spec) - TEACHER_KEYS)
+        if unknown:
+            raise HumanSegError(f"teacher: unknown key(s) {', '.join(unknown)} "
+                                f"(accepted: {', '.join(sorted(TEACHER_KEYS))})")
+        if "model_path" not in spec:
+            raise HumanSegError("teacher.model_path: the teacher's weights are required")
+        self.coef = _positive_number(spec, "coef", 1.0)
+        self.temperature = _positive_number(spec, "temperature", 1.0)
+        self.flip = bool(spec.get("flip", False))
+        size = spec.get("input_size")
+        if size is not None and (not isinstance(size, (list, tuple)) or len(size) != 2
+                                 or not all(isinstance(v, int) and v > 0 for v in size)):
+            raise HumanSegError(f"teacher.input_size: must be [width, height], got {size!r}")
+        self.input_hw = None if size is None else (int(size[1]), int(size[0]))
+        self.model = build_model(without_pretrained(spec.get("model") or student_model))
+        load_model_file(self.model, spec["model_path"])
+        self.model.to(device).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Teacher softmax [N, C, H, W] at the batch's size (temperature applied)."""
+        height, width = images.shape[-2:]
+        inputs = images if self.input_hw is None else F.interpolate(
+            images, size=self.input_hw, mode="bilinear", align_corners=False)
+        logits = self.model(inputs).float()
+        probabilities = (logits / self.temperature).softmax(dim=1)
+        if self.flip:
+            flipped = self.model(inputs.flip(-1)).float().flip(-1)
+            probabilities = 0.5 * (probabilities + (flipped / self.temperature).softmax(dim=1))
+        if tuple(probabilities.shape[-2:]) != (height, width):
+            probabilities = F.interpolate(probabilities, size=(height, width), mode="bilinear",
+                                          align_corners=False)
+        return probabilities
+
+    def loss(self, student_logits: torch.Tensor, images: torch.Tensor,
+             valid: torch.Tensor) -> torch.Tensor:
+        """T^2 * mean over valid pixels of KL(teacher || student) (unweighted: the trainer
+        adds `coef` times this to the total)."""
+        target = self.probabilities(images)
+        log_student = F.log_softmax(student_logits.float() / self.temperature, dim=1)
+        per_pixel = (target * (target.clamp_min(1e-8).log() - log_student)).sum(dim=1)
+        mask = valid.to(per_pixel.dtype)
+        mean = (per_pixel * mask).sum() / mask.sum().clamp_min(1.0)
+        return self.temperature**2 * mean

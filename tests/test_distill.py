@@ -1,0 +1,113 @@
+"""The `teacher:` section: learning-without-forgetting distillation during training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from engine_fixtures import blob_config, make_blob_dataset, one_thread  # noqa: F401
+
+from humanseg.engine.distill import TERM_NAME, Teacher
+from humanseg.engine.train import train
+from humanseg.errors import HumanSegError
+from humanseg.models import build_model
+
+LITE = {"type": "PPHumanSegLite", "num_classes": 2}
+
+
+@pytest.fixture
+def teacher_file(tmp_path: Path) -> Path:
+    """A randomly initialised Lite with non-trivial outputs, saved as a model file."""
+    torch.manual_seed(0)
+    model = build_model(LITE)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.normal_(module.weight, std=0.3)
+    path = tmp_path / "teacher.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def numpy_softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over axis 1, written out."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def test_kl_to_itself_is_zero(teacher_file: Path) -> None:
+    teacher = Teacher({"model_path": str(teacher_file)}, LITE, torch.device("cpu"))
+    images = torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        own_logits = teacher.model(images)
+    loss = teacher.loss(own_logits, images, torch.ones(2, 32, 48, dtype=torch.bool))
+    assert abs(float(loss)) < 1e-6
+
+
+def test_kl_matches_a_hand_computation_on_the_valid_pixels(teacher_file: Path) -> None:
+    teacher = Teacher({"model_path": str(teacher_file), "temperature": 2.0},
+                      LITE, torch.device("cpu"))
+    images = torch.randn(1, 3, 16, 16)
+    student = torch.randn(1, 2, 16, 16)
+    valid = torch.zeros(1, 16, 16, dtype=torch.bool)
+    valid[0, 3, 4] = valid[0, 10, 12] = True
+    with torch.no_grad():
+        teacher_logits = teacher.model(images).numpy()
+    p = numpy_softmax(teacher_logits / 2.0)
+    q = numpy_softmax(student.numpy() / 2.0)
+    per_pixel = (p * (np.log(p) - np.log(q))).sum(axis=1)[0]
+    expected = 4.0 * (per_pixel[3, 4] + per_pixel[10, 12]) / 2  # T^2 * mean over 2 pixels
+    assert float(teacher.loss(student, images, valid)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_flip_averages_the_teacher_over_a_mirror(teacher_file: Path) -> None:
+    plain = Teacher({"model_path": str(teacher_file)}, LITE, torch.device("cpu"))
+    flipped = Teacher({"model_path": str(teacher_file), "flip": True}, LITE, torch.device("cpu"))
+    images = torch.randn(1, 3, 24, 40)
+    mirrored = plain.probabilities(images.flip(-1)).flip(-1)
+    expected = 0.5 * (plain.probabilities(images) + mirrored)
+    torch.testing.assert_close(flipped.probabilities(images), expected)
+
+
+def test_a_descent_step_moves_the_student_towards_the_teacher(teacher_file: Path) -> None:
+    teacher = Teacher({"model_path": str(teacher_file)}, LITE, torch.device("cpu"))
+    student = build_model(LITE).eval()
+    images = torch.randn(2, 3, 32, 32)
+    valid = torch.ones(2, 32, 32, dtype=torch.bool)
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.5)
+    before = float(teacher.loss(student(images), images, valid).detach())
+    for _ in range(5):
+        optimizer.zero_grad()
+        teacher.loss(student(images), images, valid).backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = float(teacher.loss(student(images), images, valid))
+    assert after < 0.9 * before
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"model_path": "x.pt", "weight": 1}, r"teacher: unknown key\(s\) weight"),
+    ({"coef": 1.0}, r"teacher.model_path: the teacher's weights are required"),
+    ({"model_path": "x.pt", "coef": 0}, r"teacher.coef: must be a number > 0"),
+    ({"model_path": "x.pt", "input_size": [398]}, r"teacher.input_size: must be \[width"),
+])
+def test_bad_teacher_sections_name_the_key(spec: dict, message: str) -> None:
+    with pytest.raises(HumanSegError, match=message):
+        Teacher(spec, LITE, torch.device("cpu"))
+
+
+def test_training_with_a_teacher_logs_the_distillation_term(
+    tmp_path: Path, teacher_file: Path, one_thread: None,  # noqa: F811
+) -> None:
+    root = make_blob_dataset(tmp_path / "blobs", train=8, val=2, size=32)
+    cfg = yaml.safe_load(blob_config(root, iters=4, batch_size=2, learning_rate=0.01))
+    cfg["teacher"] = {"model_path": str(teacher_file), "coef": 0.5}
+    result = train(cfg, tmp_path / "run", seed=0, log_iters=2, progress=False)
+    logged = result.losses[-1]
+    assert logged[TERM_NAME] > 0
+    # The total is the label losses plus coef times the logged (unweighted) distillation term.
+    label_total = (logged["MixedLoss.CrossEntropyLoss"]
+                   + 0.1 * logged["MixedLoss.SemanticConnectivityLoss"])
+    assert logged["loss"] == pytest.approx(label_total + 0.5 * logged[TERM_NAME], rel=1e-4)
