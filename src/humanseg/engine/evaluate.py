@@ -53,7 +53,7 @@ def infer_scores(
 ) -> torch.Tensor:
     """Class scores [N, C, *out_size]: logits, or summed softmax over flips and scales (aug);
     softmax always with `probabilities` (what prediction resamples)."""
-    augmented = probabilities or flip_horizontal or tuple(scales) != (1.0,)
+    softmax = probabilities or flip_horizontal or tuple(scales) != (1.0,)
     divisor = int(getattr(model, "size_divisor", 1))
     height, width = images.shape[-2:]
     total: torch.Tensor | None = None
@@ -70,7 +70,7 @@ def infer_scores(
             logits = logits.float().flip(-1) if flip else logits.float()
             if tuple(logits.shape[-2:]) != tuple(out_size):
                 logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
-            scores = logits.softmax(dim=1) if augmented else logits
+            scores = logits.softmax(dim=1) if softmax else logits
             total = scores if total is None else total + scores
     assert total is not None
     return total
