@@ -66,5 +66,3 @@ def build_dataset(spec: dict[str, Any], path: KeyPath = ()) -> Dataset:
     if "transforms" in kwargs:
         kwargs["transforms"] = transforms_builder(spec)(kwargs["transforms"], (*path, "transforms"))
     return DATASETS[spec["type"]](**kwargs)
-
-

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -31,7 +32,13 @@ from humanseg.data.inference import (
     photo_label,
     photo_map,
 )
-from humanseg.engine.runtime import softmax
+from humanseg.engine.runtime import (
+    autocast,
+    check_precision,
+    load_inference_model,
+    resolve_device,
+    softmax,
+)
 from humanseg.errors import HumanSegError
 from humanseg.io import check_output_path, list_images, read_image, write_image
 from humanseg.weights import resolve_paths
@@ -69,8 +76,6 @@ class TorchForward:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Logits float32 [N, C, h, w] for a normalised float32 batch [N, 3, h, w]."""
         import torch
-
-        from humanseg.engine.runtime import autocast
 
         inputs = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
         with torch.no_grad(), autocast(self.device, self.precision):
@@ -146,8 +151,6 @@ class Predictor:
 def render_outputs(image: np.ndarray, prediction: Prediction | np.ndarray) -> dict[str, np.ndarray]:
     """The four output images of one prediction (or of full-size probabilities [C, H, W]), keyed
     by output folder."""
-    import cv2
-
     from humanseg.deploy.compose import rgba_cutout
 
     if isinstance(prediction, np.ndarray):
@@ -229,12 +232,6 @@ def build_predictor(args: argparse.Namespace) -> Predictor:
                                 f"{config_path} has no model.num_classes")
         num_classes = int(classes)
     else:
-        from humanseg.engine.runtime import (
-            check_precision,
-            load_inference_model,
-            resolve_device,
-        )
-
         device = resolve_device(args.device)
         check_precision(args.precision, device)
         cfg, model = load_inference_model(config_path, model_path, device)
