@@ -155,7 +155,8 @@ def test_a_graph_of_another_network_is_refused_by_its_conv_count(tmp_path: Path)
 def paddleseg_portrait_mask(path: Path, image: np.ndarray) -> np.ndarray:
     """Oracle: PaddleSeg's portrait inference written out by hand around onnxruntime: grey pad
     to 16:9 at the bottom/right, resize to 398x224, (x/255 - 0.5)/0.5, softmax from the file,
-    padding cropped off, probabilities resized to the photo, argmax."""
+    then PaddleSeg's reverse_transform: probabilities resized to the padded size, padding
+    cropped off, argmax."""
     height, width = image.shape[:2]
     aspect = 1.77777778
     if width / height > aspect:
@@ -167,11 +168,8 @@ def paddleseg_portrait_mask(path: Path, image: np.ndarray) -> np.ndarray:
     resized = cv2.resize(canvas, (398, 224), interpolation=cv2.INTER_LINEAR)
     batch = ((resized / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)[None].astype(np.float32)
     probabilities = onnx_probabilities(path, batch)[0]
-    crop_h = round(height * 224 / padded_h)
-    crop_w = round(width * 398 / padded_w)
-    person = cv2.resize(probabilities[1, :crop_h, :crop_w], (width, height),
-                        interpolation=cv2.INTER_LINEAR)
-    return (person > 0.5).astype(np.uint8)
+    person = cv2.resize(probabilities[1], (padded_w, padded_h), interpolation=cv2.INTER_LINEAR)
+    return (person[:height, :width] > 0.5).astype(np.uint8)
 
 
 @needs_released
