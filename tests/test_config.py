@@ -322,6 +322,7 @@ def test_shipped_configs_load_and_the_ablation_differs_only_in_the_loss() -> Non
         "fcn_hrnetw18_coco_person_192x192",
         "fcn_hrnetw18_small_v1_humanseg_192x192",
         "pp_humanseg_lite_portrait_398x224",
+        "pp_humanseg_lite_portrait_256x144",
     }
     scl = configs["fcn_hrnetw18_coco_person_192x192_scl"]
     plain = configs["fcn_hrnetw18_coco_person_192x192"]
@@ -339,6 +340,12 @@ def test_shipped_configs_load_and_the_ablation_differs_only_in_the_loss() -> Non
     lite = configs["pp_humanseg_lite_portrait_398x224"]
     assert lite["train_dataset"]["type"] == "FolderDataset"
     assert "train_path" not in lite["train_dataset"]
+    # The 256x144 variant changes only the sizes of the same 16:9 portrait pipeline.
+    small = configs["pp_humanseg_lite_portrait_256x144"]
+    assert small["model"] == lite["model"] and small["loss"] == lite["loss"]
+    assert small["val_dataset"]["transforms"] == [
+        {"type": "PaddingByAspectRatio", "aspect_ratio": 1.77777778},
+        {"type": "Resize", "target_size": [256, 144]}, {"type": "Normalize"}]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
