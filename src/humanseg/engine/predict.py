@@ -27,6 +27,7 @@ from humanseg.engine.runtime import (
 )
 from humanseg.errors import HumanSegError
 from humanseg.io import list_images, read_image, write_image
+from humanseg.models import fuse
 from humanseg.weights import resolve_paths
 
 Forward = Callable[[np.ndarray], np.ndarray]
@@ -52,12 +53,13 @@ class TorchForward:
     """A PyTorch model as a NumPy-in, NumPy-out `forward` for `Predictor`."""
 
     def __init__(self, model: torch.nn.Module, device: torch.device, precision: str = "fp32"):
-        """Keep the model (put in eval mode), its device and the autocast precision."""
-        self.model = model.eval()
+        """Keep an eval-mode copy of the model with BN folded into its convolutions (faster, same
+        logits), its device and the autocast precision."""
+        self.model = fuse(model)
         self.device = device
         self.precision = precision
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Logits float32 [N, C, h, w] for a normalised float32 batch [N, 3, h, w]."""
         inputs = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
