@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -248,8 +249,17 @@ def random_maps(
     return pred, label
 
 
+@pytest.fixture(params=[1, 2], ids=["1_thread", "2_threads"])
+def torch_threads(request: pytest.FixtureRequest) -> Iterator[int]:
+    """Run the test with 1 and with 2 torch threads (2 label the batch in two chunks)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(previous)
+
+
 @pytest.mark.parametrize("connectivity", [8, 4])
-def test_matches_reference_on_random_maps(connectivity: int) -> None:
+def test_matches_reference_on_random_maps(connectivity: int, torch_threads: int) -> None:
     rng = np.random.default_rng(7)
     structure = EIGHT_CONNECTED if connectivity == 8 else FOUR_CONNECTED
     for smooth in (0.0, 1.0, 2.5, 2.5):

@@ -107,9 +107,10 @@ def semantic_connectivity_per_image(
     valid = label_np != ignore_index
     label_np = label_np.astype(pred_np.dtype)  # ignore_index may wrap: `valid` masks it out
     matched = valid & (pred_np == label_np)
+    threads = torch.get_num_threads()  # the labelling uses the threads torch was given
     batch = ComponentBatch(
-        label_components(pred_np, valid, connectivity),
-        label_components(label_np, valid, connectivity),
+        label_components(pred_np, valid, connectivity, threads),
+        label_components(label_np, valid, connectivity, threads),
         matched,
         num_classes,
         max_pred_num_conn,
