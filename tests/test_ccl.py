@@ -80,8 +80,8 @@ def test_neighbouring_images_never_join() -> None:
 def test_matches_scipy_per_class_on_random_maps(
     connectivity: int, blocky: bool, threads: int
 ) -> None:
-    # Speckled maps (short runs) and blocky ones (4x4 blocks: long runs) take the two ways of
-    # counting areas; 3 threads label the 4 images in 3 chunks whose ids must not collide.
+    # Speckled maps (short runs) and blocky ones (4x4 blocks: long runs); 3 threads label the 4
+    # images in 3 chunks whose ids must not collide.
     rng = np.random.default_rng(11)
     structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
     if blocky:

@@ -15,6 +15,7 @@ from humanseg.losses import SemanticConnectivityLoss
 from humanseg.losses.semantic_connectivity import (
     PlaneSoftmax,
     hard_connectivity_loss,
+    labelling_threads,
     sum_by_runs,
     unique_with_inverse,
 )
@@ -256,6 +257,15 @@ def torch_threads(request: pytest.FixtureRequest) -> Iterator[int]:
     torch.set_num_threads(request.param)
     yield request.param
     torch.set_num_threads(previous)
+
+
+def test_only_speckled_maps_are_labelled_on_several_threads(torch_threads: int) -> None:
+    smooth = np.zeros((2, 16, 16), dtype=np.uint8)
+    smooth[:, 6:10, 4:12] = 1  # 2 class changes in each of 4 rows per image: 16 of 480 steps
+    stripes = np.zeros((2, 16, 16), dtype=np.uint8)
+    stripes[..., ::4] = 1  # a change at half of the steps
+    assert labelling_threads(smooth) == 1
+    assert labelling_threads(stripes) == torch_threads
 
 
 @pytest.mark.parametrize("connectivity", [8, 4])

@@ -73,10 +73,7 @@ class ComponentLabels:
 
     @cached_property
     def area(self) -> np.ndarray:
-        """Pixel count of each component (entry 0 counts the excluded pixels): summed over runs,
-        or counted pixel by pixel where runs are short (speckled maps), which is faster there."""
-        if 4 * self.run_starts.size > self.ids.size:
-            return np.bincount(self.ids.ravel(), minlength=self.count + 1).astype(np.int64)
+        """Pixel count of each component (entry 0 counts the excluded pixels)."""
         run_lengths = np.diff(self.run_starts, append=self.ids.size)
         area = np.bincount(self.run_ids, weights=run_lengths, minlength=self.count + 1)
         return area.astype(np.int64)
