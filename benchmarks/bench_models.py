@@ -1,15 +1,14 @@
 """Model cost on the CPU: params, FLOPs, latency and one training step, ours vs PaddleSeg.
 
-Per model: parameters, FLOPs at 192x192 and at 398x224 (WxH), inference latency (batch 1, no
-grad, 2 threads) at both sizes, and one training step (batch 8, 192x192, forward + backward +
-SGD). HRNet needs sides that are multiples of 32, so it runs at 416x224 instead of 398x224.
-Our latency is that of the BN-folded model under `torch.inference_mode` (what the predictor's
-torch path runs; the unfused model's is printed beside it). When `.venv-paddle` exists
-(`make parity`), PaddleSeg's models are measured in the same run with the same settings, model
-by model right after ours, in `--rounds` alternating rounds (median over rounds), and the ratios
-printed (PaddleSeg time
-/ ours: above 1 means we are faster). Wall time is shown with process CPU time beside it: on a
-shared machine other load stretches wall time, CPU seconds much less.
+Per model: parameters, FLOPs at 192x192 and at 398x224 (WxH), inference latency (batch 1, 2
+threads) at both sizes, and one training step (batch 8, 192x192, forward + backward + SGD).
+HRNet needs sides that are multiples of 32, so it runs at 416x224 instead of 398x224. Our
+latency is that of the BN-folded model under `torch.inference_mode` (what the predictor's torch
+path runs; the unfused model's is printed beside it). When `.venv-paddle` exists (`make
+parity`), PaddleSeg's models are measured in the same run with the same settings, model by
+model right after ours, in `--rounds` alternating rounds (median over rounds), and the ratios
+printed (PaddleSeg time / ours: above 1 means we are faster). Wall time is shown with process
+CPU time beside it: on a shared machine other load stretches wall time, CPU seconds much less.
 Run: `.venv/bin/python benchmarks/bench_models.py`.
 """
 
