@@ -194,3 +194,21 @@ def test_int8_export_needs_calibration_photos(tmp_path: Path) -> None:
     with pytest.raises(HumanSegError, match="--calibration"):
         run_export(config, model_path, tmp_path / "int8.onnx", "--quantize", "int8")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_calibration_photos_are_spread_over_the_list_without_repeats(tmp_path: Path) -> None:
+    photos = []
+    for index in range(5):
+        path = tmp_path / f"photo_{index}.png"
+        cv2.imwrite(str(path), np.full((8, 12, 3), 40 * index, np.uint8))
+        photos.append(path)
+
+    def mean_grey(image: np.ndarray) -> np.ndarray:  # one channel holding the photo's grey level
+        return np.full((1, 4, 6), image.mean(), np.float32)
+
+    everything = export.calibration_batches(photos, mean_grey, (4, 6), count=64)
+    assert [int(b[0, 0, 0, 0]) for b in everything] == [0, 40, 80, 120, 160]
+    two = export.calibration_batches(photos, mean_grey, (2, 3), count=2)
+    assert [int(b[0, 0, 0, 0]) for b in two] == [0, 80] and two[0].shape == (1, 1, 2, 3)
+    with pytest.raises(HumanSegError, match="calibration_count"):
+        export.calibration_batches(photos, mean_grey, (4, 6), count=0)

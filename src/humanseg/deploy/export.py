@@ -188,7 +188,8 @@ def calibration_batches(
         raise HumanSegError(f"--calibration_count must be >= 1, got {count}")
     if not paths:
         raise HumanSegError("--calibration: no images found")
-    chosen = [paths[round(i * len(paths) / count)] for i in range(min(count, len(paths)))]
+    chosen_count = min(count, len(paths))
+    chosen = [paths[round(i * len(paths) / chosen_count)] for i in range(chosen_count)]
     height, width = input_size
     batches = []
     for path in chosen:
