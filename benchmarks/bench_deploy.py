@@ -16,6 +16,11 @@
    moving 3 px per frame) the share of pixels wrong against the shifted label, for no smoothing,
    the flow-guided smoothing and a plain EMA (which trails behind motion); and end-to-end frames
    per second of the video pipeline at 640x480.
+4. Camera frames: a 640x480 frame in, a uint8 person mask at 640x480 out (resize, normalise,
+   model, softmax, upsampling and threshold timed), onnxruntime on 1 thread in fp32 and int8
+   (static quantisation calibrated on 64 training-split photos) against MediaPipe's landscape
+   model (144x256, XNNPACK on 1 thread), in alternating rounds; the int8 model's mIoU on the
+   validation split is reported beside the fp32 one.
 Ratios are measured within this one run; absolute numbers depend on the machine's load.
 """
 
@@ -39,7 +44,7 @@ import torch
 from humanseg.data.inference import build_inference_transforms
 from humanseg.data.split import is_validation
 from humanseg.deploy.compose import Background, person_probability
-from humanseg.deploy.export import export_onnx
+from humanseg.deploy.export import calibration_batches, export_int8, export_onnx
 from humanseg.deploy.onnx_runtime import OnnxRuntimeForward
 from humanseg.deploy.smoothing import FlowSmoother, flicker
 from humanseg.deploy.video import write_video
@@ -57,6 +62,15 @@ THREADS = 2
 ROUNDS = 10
 EMA_NEW_WEIGHT = 0.4  # the same share of the new mask as FlowSmoother's default
 VIDEO_SIZE = (480, 640)
+CAMERA_ROUNDS = 5  # ours and MediaPipe alternate, each round this many frames
+CAMERA_FRAMES = 60
+CALIBRATION_PHOTOS = 64
+
+
+def training_photos(source: str) -> list[Path]:
+    """The photos of one data source outside the validation split (int8 calibration)."""
+    images = sorted((DATA / source / "images").glob("*.jpg"))
+    return [image for image in images if not is_validation(image.stem)]
 
 
 def validation_pairs(source: str, limit: int | None) -> list[tuple[Path, Path]]:
@@ -89,6 +103,42 @@ def time_rounds(
     return {
         name: (1000 * statistics.median(wall[name]), 1000 * statistics.median(cpu[name]))
         for name in runners
+    }
+
+
+def camera_frame_study(
+    predictors: dict[str, Predictor], photo: Path, mediapipe_python: Path, work: Path
+) -> dict[str, dict[str, float]]:
+    """Per 640x480 camera frame -> uint8 person mask at 640x480 (resize, normalise, model,
+    softmax, upsampling and threshold included): median wall and CPU ms of each of ours and of
+    MediaPipe's landscape model, in alternating rounds of the same run."""
+    height, width = VIDEO_SIZE
+    frame = cv2.resize(read_image(photo), (width, height), interpolation=cv2.INTER_AREA)
+    wall: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    listing = work / "camera_photo.txt"
+    listing.write_text(f"{photo}\n")
+    mediapipe = [str(mediapipe_python), str(REPO / "benchmarks" / "bench_mediapipe.py"),
+                 "--images", str(listing), "--out_dir", str(work / "camera"),
+                 "--model", "landscape", "--camera_frames", str(CAMERA_FRAMES)]
+    for _ in range(CAMERA_ROUNDS):
+        for name, predictor in predictors.items():
+            for index in range(10 + CAMERA_FRAMES):
+                start, start_cpu = time.perf_counter(), time.process_time()
+                mask = (person_probability(predictor(frame)) > 0.5).astype(np.uint8)
+                if index >= 10:
+                    wall.setdefault(name, []).append(time.perf_counter() - start)
+                    cpu.setdefault(name, []).append(time.process_time() - start_cpu)
+            assert mask.shape == (height, width)
+        if mediapipe_python.is_file():
+            result = subprocess.run(mediapipe, capture_output=True, text=True, check=True)
+            report = json.loads(result.stdout.strip().splitlines()[-1])
+            wall.setdefault("mediapipe_landscape", []).extend(report["wall_s"])
+            cpu.setdefault("mediapipe_landscape", []).extend(report["cpu_s"])
+    return {
+        name: {"wall_ms": 1000 * statistics.median(wall[name]),
+               "cpu_ms": 1000 * statistics.median(cpu[name])}
+        for name in wall
     }
 
 
@@ -233,9 +283,15 @@ def main() -> None:
     transforms = build_inference_transforms(cfg["val_dataset"]["transforms"])
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        onnx_path = work / "model.onnx"
+        onnx_path, int8_path = work / "model.onnx", work / "model_int8.onnx"
         export_onnx(model, onnx_path, input_size)
+        calibration_paths = [p for source in SOURCES for p in training_photos(source)]
+        calibration = calibration_batches(
+            calibration_paths, transforms, input_size, CALIBRATION_PHOTOS
+        )
+        export_int8(model, int8_path, input_size, calibration)
         onnx_forward = OnnxRuntimeForward(onnx_path, num_threads=THREADS)
+        int8_single = OnnxRuntimeForward(int8_path, num_threads=1)
         height, width = input_size
         frame = torch.randn(1, 3, height, width)
         frame_np = frame.numpy()
@@ -250,21 +306,33 @@ def main() -> None:
             "torch": torch_call,
             "onnxruntime": lambda: onnx_forward(frame_np),
             "onnxruntime_1_thread": lambda: onnx_single(frame_np),
+            "onnxruntime_int8_1_thread": lambda: int8_single(frame_np),
         }
         latency = time_rounds(runners, args.repeats)
 
         predictor = Predictor(onnx_forward, transforms, int(model.num_classes))
+        int8_predictor = Predictor(int8_single, transforms, int(model.num_classes))
         pairs = {source: validation_pairs(source, args.limit) for source in SOURCES}
         every_pair = [pair for source in SOURCES for pair in pairs[source]]
-        ours, photo_seconds = {}, []
+        fp32_single_predictor = Predictor(onnx_single, transforms, int(model.num_classes))
+        camera = camera_frame_study(
+            {"onnxruntime_fp32_1_thread": fp32_single_predictor,
+             "onnxruntime_int8_1_thread": int8_predictor},
+            every_pair[0][0], Path(args.mediapipe_python), work,
+        )
+        ours, ours_int8, photo_seconds = {}, {}, []
         for image_path, _ in every_pair:
             image = read_image(image_path)
             start = time.perf_counter()
             ours[image_path.stem] = (person_probability(predictor(image)) > 0.5).astype(np.uint8)
             photo_seconds.append(time.perf_counter() - start)
+            int8_person = person_probability(int8_predictor(image))
+            ours_int8[image_path.stem] = (int8_person > 0.5).astype(np.uint8)
         mediapipe = run_mediapipe(Path(args.mediapipe_python), every_pair, work)
-        accuracy = {"ours": {s: miou_of(ours, pairs[s]) for s in SOURCES}}
-        accuracy["ours"]["all"] = miou_of(ours, every_pair)
+        accuracy = {}
+        for name, masks in (("ours", ours), ("ours_int8", ours_int8)):
+            accuracy[name] = {s: miou_of(masks, pairs[s]) for s in SOURCES}
+            accuracy[name]["all"] = miou_of(masks, every_pair)
         if mediapipe is not None:
             masks = mediapipe["masks"]
             accuracy["mediapipe"] = {s: miou_of(masks, pairs[s]) for s in SOURCES}
@@ -280,6 +348,7 @@ def main() -> None:
         "input_size_hw": list(input_size),
         "threads": THREADS,
         "latency_ms_median_wall_cpu": latency,
+        "camera_frame_640x480_to_mask_ms": camera,
         "photo_ms_mean_onnxruntime": 1000 * statistics.fmean(photo_seconds),
         "mediapipe": mediapipe,
         "miou": accuracy,

@@ -8,17 +8,22 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
 from deploy_fixtures import HRNET_SMALL_SPEC, LITE_SPEC, write_model
 from skimage import data
 
+from humanseg.config import load_config
+from humanseg.data import build_transforms
 from humanseg.deploy import export
 from humanseg.deploy.onnx_runtime import OnnxRuntimeForward
 from humanseg.engine.predict import build_predictor
-from humanseg.engine.runtime import load_inference_model
+from humanseg.engine.runtime import load_inference_model, softmax
 from humanseg.errors import HumanSegError
+from humanseg.io import read_image
+from humanseg.weights import resolve_paths
 
 TOLERANCE = 1e-4
 IMAGENET_MEAN = 0.5  # PaddleSeg's Normalize default: (x / 255 - 0.5) / 0.5
@@ -164,3 +169,56 @@ def test_bad_output_paths_are_refused_before_the_model_loads(tmp_path: Path) -> 
                             ("notes.txt/model.onnx", "notes.txt is a file, not a folder")):
         with pytest.raises(HumanSegError, match=problem):
             run_export(missing_config, missing_model, tmp_path / output)
+
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data (real photos) absent")
+def test_int8_export_runs_and_agrees_with_fp32_on_a_real_photo(tmp_path: Path) -> None:
+    # The packaged model, calibrated on 8 portraits, checked on a held-out ccp photo (another
+    # source). int8 rounds every activation to 1/255 of its calibrated range, so probabilities
+    # move most where they are near 0.5, at the person's outline: there the packaged model's
+    # masks differ on 0.1-0.6% of the pixels of held-out photos (mean probability change
+    # 0.001-0.005). Allowing 1% and 0.01 leaves room for that; a broken quantisation (a
+    # constant or shifted mask) disagrees on a person's whole area, 20-25% of this photo.
+    config, model_path = resolve_paths(None, None)
+    fp32_path, int8_path = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    assert run_export(config, model_path, fp32_path) == 0
+    calibration = ["--calibration", str(SHARED_DATA / "portraits" / "images")]
+    assert run_export(config, model_path, int8_path, "--int8", *calibration,
+                      "--calibration_count", "8") == 0
+    operators = {node.op_type for node in onnx.load(str(int8_path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= operators  # really quantised
+    preprocess = build_transforms(load_config(config)["val_dataset"]["transforms"]).preprocess
+    batch = preprocess(read_image(SHARED_DATA / "ccp" / "images" / "ccp_0011.jpg"))[None]
+    fp32 = softmax(OnnxRuntimeForward(fp32_path)(batch), axis=1)[0, 1]
+    int8 = softmax(OnnxRuntimeForward(int8_path)(batch), axis=1)[0, 1]
+    assert 0.15 < (fp32 > 0.5).mean() < 0.35  # a person fills part of the photo
+    assert ((fp32 > 0.5) == (int8 > 0.5)).mean() >= 0.99
+    assert np.abs(fp32 - int8).mean() <= 0.01
+
+
+def test_int8_export_needs_calibration_photos(tmp_path: Path) -> None:
+    config, model_path = resolve_paths(None, None)
+    with pytest.raises(HumanSegError, match="--calibration"):
+        run_export(config, model_path, tmp_path / "int8.onnx", "--quantize", "int8")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_calibration_photos_are_spread_over_the_list_without_repeats(tmp_path: Path) -> None:
+    photos = []
+    for index in range(5):
+        path = tmp_path / f"photo_{index}.png"
+        cv2.imwrite(str(path), np.full((8, 12, 3), 40 * index, np.uint8))
+        photos.append(path)
+
+    def mean_grey(image: np.ndarray) -> np.ndarray:  # one channel holding the photo's grey level
+        return np.full((1, 4, 6), image.mean(), np.float32)
+
+    everything = export.calibration_batches(photos, mean_grey, (4, 6), count=64)
+    assert [int(b[0, 0, 0, 0]) for b in everything] == [0, 40, 80, 120, 160]
+    two = export.calibration_batches(photos, mean_grey, (2, 3), count=2)
+    assert [int(b[0, 0, 0, 0]) for b in two] == [0, 80] and two[0].shape == (1, 1, 2, 3)
+    with pytest.raises(HumanSegError, match="calibration_count"):
+        export.calibration_batches(photos, mean_grey, (4, 6), count=0)

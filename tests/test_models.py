@@ -13,7 +13,7 @@ from torch import nn
 
 from humanseg.cli import main
 from humanseg.errors import HumanSegError
-from humanseg.models import MODELS, build_model, load_model_file
+from humanseg.models import MODELS, build_model, fuse, load_model_file
 from humanseg.models.backbones import BACKBONES
 from humanseg.models.info import count_flops
 from humanseg.models.layers import ConvBN
@@ -174,6 +174,44 @@ def test_shuffle_block_interleaves_shortcut_and_branch() -> None:
     half = torch.full((3, 3), 0.5)
     for channel, expected in enumerate([x[0, 0], half, x[0, 1], half]):
         torch.testing.assert_close(y[0, channel], expected)
+
+
+def randomize(model: nn.Module, bn_scale: tuple[float, float], seed: int = 0) -> nn.Module:
+    """Weights of unit variance gain and non-trivial BN statistics, so BN folding is exercised
+    (PaddleSeg's initialisation leaves the running statistics at 0 and 1, the logits near 0)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                fan_in = module.weight[0].numel()
+                module.weight.normal_(0.0, fan_in**-0.5, generator=generator)
+                if module.bias is not None:
+                    module.bias.normal_(0.0, 0.1, generator=generator)
+            elif isinstance(module, nn.BatchNorm2d):
+                module.weight.uniform_(*bn_scale, generator=generator)
+                module.bias.normal_(0.0, 0.1, generator=generator)
+                module.running_mean.normal_(0.0, 0.1, generator=generator)
+                module.running_var.uniform_(0.5, 1.5, generator=generator)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("spec", "bn_scale", "size"),
+    [(LITE, (0.5, 1.5), (70, 98)), (HRNET_SMALL, (0.5, 1.5), (64, 96)),
+     (HRNET_W18, (0.3, 0.8), (64, 96))],
+)
+def test_fused_model_gives_the_unfused_logits(
+    spec: dict, bn_scale: tuple[float, float], size: tuple[int, int]
+) -> None:
+    model = randomize(build_model(spec), bn_scale).eval()
+    fused = fuse(model)
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected, actual = model(x), fused(x)
+    assert expected.std() > 0.1  # logits that vary, so agreement means something
+    assert (actual - expected).abs().max() <= 1e-4
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is kept
 
 
 @pytest.mark.parametrize("spec", [LITE, HRNET_SMALL])

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from humanseg.cli import main
-from humanseg.models import build_model, load_model_file
+from humanseg.models import build_model, fuse, load_model_file
 from humanseg.models.paddle_import import load_pdparams_into, paddle_to_torch_key, read_pdparams
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +63,8 @@ def test_logits_match_paddleseg(reference: Path, name: str) -> None:
     assert logits.shape == expected.shape
     assert expected.std() > 0.1  # the reference output varies, so a match means something
     assert np.abs(logits - expected).max() <= TOLERANCE
+    fused_logits, _ = ours(fuse(model), reference, name)  # BN folded, as the predictor runs it
+    assert np.abs(fused_logits - expected).max() <= TOLERANCE
 
 
 @pytest.mark.parametrize("name", list(SPECS))

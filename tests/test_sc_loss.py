@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from humanseg.losses import SemanticConnectivityLoss
 from humanseg.losses.semantic_connectivity import (
     PlaneSoftmax,
     hard_connectivity_loss,
+    labelling_threads,
     sum_by_runs,
     unique_with_inverse,
 )
@@ -42,14 +44,23 @@ def reference_sc_loss(
     ignore_index: int = 255,
     max_pred_num_conn: int = 10,
     structure: np.ndarray = EIGHT_CONNECTED,
+    probabilities: np.ndarray | None = None,
+    unmatched: str = "hard",
 ) -> float:
-    """Slow, direct reading of docs/sc_loss.md for one image: one class and one pair at a time."""
+    """Slow, direct reading of docs/sc_loss.md for one image: one class and one pair at a time.
+
+    `probabilities` [C, H, W] (softmax) turn areas into probability sums (one-hot when None);
+    `unmatched="soft"` counts each unmatched predicted component by its mean probability.
+    """
     valid = label != ignore_index
     classes = sorted(set(np.unique(label[valid])) | set(np.unique(pred[valid])))
     class_losses = []
     for class_id in classes:
         pred_mask = (pred == class_id) & valid
         label_mask = (label == class_id) & valid
+        q = (pred == class_id).astype(np.float64)
+        if probabilities is not None:
+            q = probabilities[class_id].astype(np.float64)
         pred_ids, num_pred = ndimage.label(pred_mask, structure)
         label_ids, num_label = ndimage.label(label_mask, structure)
         if num_pred and num_label:
@@ -60,13 +71,19 @@ def reference_sc_loss(
             for i in range(num_label):
                 for column, j in enumerate(kept):
                     g, p = label_ids == i + 1, pred_ids == j
-                    iou[i, column] = (g & p).sum() / (g | p).sum()
+                    if (g & p).any():
+                        intersection = q[g & p].sum()
+                        iou[i, column] = intersection / (g.sum() + q[p].sum() - intersection)
             connectivity_sum = sum(row[row > 0].mean() for row in iou if (row > 0).any())
-            lone = int((iou.sum(0) == 0).sum())
-            class_losses.append(1 - connectivity_sum / (num_label + lone))
-        else:
-            missed = (label_mask & ~pred_mask).sum()
-            false_alarm = (pred_mask & ~label_mask).sum()
+            lone = [j for column, j in enumerate(kept) if not iou[:, column].any()]
+            if unmatched == "soft":
+                lone_count = sum(q[pred_ids == j].mean() for j in lone)
+            else:
+                lone_count = len(lone)
+            class_losses.append(1 - connectivity_sum / (num_label + lone_count))
+        else:  # one side is empty: missed area on the label's pixels, false alarm on the pred's
+            missed = (1 - q[label_mask]).sum()
+            false_alarm = q[pred_mask].sum()
             class_losses.append((missed + false_alarm) / label.size)
     return float(np.mean(class_losses)) if class_losses else 0.0
 
@@ -233,8 +250,26 @@ def random_maps(
     return pred, label
 
 
+@pytest.fixture(params=[1, 2], ids=["1_thread", "2_threads"])
+def torch_threads(request: pytest.FixtureRequest) -> Iterator[int]:
+    """Run the test with 1 and with 2 torch threads (2 label the batch in two chunks)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(previous)
+
+
+def test_only_speckled_maps_are_labelled_on_several_threads(torch_threads: int) -> None:
+    smooth = np.zeros((2, 16, 16), dtype=np.uint8)
+    smooth[:, 6:10, 4:12] = 1  # 2 class changes in each of 4 rows per image: 16 of 480 steps
+    stripes = np.zeros((2, 16, 16), dtype=np.uint8)
+    stripes[..., ::4] = 1  # a change at half of the steps
+    assert labelling_threads(smooth) == 1
+    assert labelling_threads(stripes) == torch_threads
+
+
 @pytest.mark.parametrize("connectivity", [8, 4])
-def test_matches_reference_on_random_maps(connectivity: int) -> None:
+def test_matches_reference_on_random_maps(connectivity: int, torch_threads: int) -> None:
     rng = np.random.default_rng(7)
     structure = EIGHT_CONNECTED if connectivity == 8 else FOUR_CONNECTED
     for smooth in (0.0, 1.0, 2.5, 2.5):
@@ -252,17 +287,21 @@ def test_matches_reference_on_random_maps(connectivity: int) -> None:
 
 
 @pytest.mark.parametrize("num_classes", [2, 3])
-def test_gradient_matches_finite_differences(num_classes: int) -> None:
+@pytest.mark.parametrize("unmatched", ["hard", "soft"])
+def test_gradient_matches_finite_differences(num_classes: int, unmatched: str) -> None:
     rng = np.random.default_rng(num_classes)
     maps = [random_maps(rng, 8, num_classes, smooth) for smooth in (0.0, 1.0, 2.0, 2.0)]
     pred, label = (np.stack(pair) for pair in zip(*maps, strict=True))
     label[0] = np.where(label[0] == 255, 255, 0)  # the last class only predicted: false alarm
     label[1, 2:5, 2:5] = 1
     pred[1][pred[1] == 1] = 0  # class 1 labelled but never predicted: missed
+    label[2], pred[2] = 0, 0
+    label[2, 4:, :4] = pred[2, 4:, :4] = 1
+    pred[2, 1:3, 5:7] = 1  # a class-1 blob touching no label component (the unmatched term)
     one_hot = np.eye(num_classes)[pred].transpose(0, 3, 1, 2)
     logits = torch.from_numpy(2.0 * one_hot + rng.normal(0, 0.3, one_hot.shape))
     logits.requires_grad_(True)
-    loss = SemanticConnectivityLoss(max_pred_num_conn=3)
+    loss = SemanticConnectivityLoss(max_pred_num_conn=3, unmatched=unmatched)
     labels = torch.from_numpy(label)
     assert torch.autograd.gradcheck(lambda x: loss.per_image(x, labels), (logits,))
 
@@ -424,3 +463,91 @@ def test_ignore_index_is_not_out_of_range_and_bad_arguments_are_refused() -> Non
         SemanticConnectivityLoss(max_pred_num_conn=0)
     with pytest.raises(HumanSegError, match="connectivity"):
         SemanticConnectivityLoss(connectivity=6)
+
+
+def row_logits(person_probability: list[float]) -> torch.Tensor:
+    """[1, 2, 1, W] logits of a one-row image with the given person probability per pixel."""
+    margin = torch.logit(torch.tensor(person_probability, dtype=torch.float64))
+    return torch.stack([-margin / 2, margin / 2])[None, :, None, :]
+
+
+def test_unmatched_soft_counts_a_lone_blob_by_its_mean_probability() -> None:
+    # label [1, 1, 0, 0, 0, 0]; prediction [1, 1, 0, 1, 1, 0]: pixels 3-4 are a lone person blob
+    # at person probability 0.6 and 0.9, every other pixel's predicted class at 3/4
+    logits = row_logits([0.75, 0.75, 0.25, 0.6, 0.9, 0.25])
+    labels = torch.tensor([[[1, 1, 0, 0, 0, 0]]])
+    # person: I = S = 1.5 on the matched component, |g| = 2 -> IoU 3/4; background: label
+    # component pixels 2-5 (4 px), predicted pixels 2 and 5 apart, IoU 0.75 / 4 each -> 3/16
+    background_loss = 1 - 3 / 16
+    # paper: the blob counts 1 -> connectivity (3/4) / 2; soft: its mean probability 0.75
+    # (its max, 0.9, would give (3/4) / 1.9)
+    paper = ((1 - 3 / 8) + background_loss) / 2
+    soft = ((1 - 3 / 7) + background_loss) / 2
+    assert SemanticConnectivityLoss()(logits, labels).item() == pytest.approx(paper)
+    value = SemanticConnectivityLoss(unmatched="soft")(logits, labels).item()
+    assert value == pytest.approx(soft)
+    assert soft == pytest.approx(155 / 224)
+    reference = reference_sc_loss(
+        np.array([[1, 1, 0, 1, 1, 0]]), labels[0].numpy(),
+        probabilities=logits[0].softmax(0).numpy(), unmatched="soft",
+    )
+    assert reference == pytest.approx(soft)
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+@pytest.mark.parametrize("unmatched", ["hard", "soft"])
+def test_matches_reference_with_soft_probabilities(num_classes: int, unmatched: str) -> None:
+    rng = np.random.default_rng(11 + num_classes)
+    maps = [random_maps(rng, 12, num_classes, smooth) for smooth in (0.0, 1.0, 2.0, 2.5)]
+    pred, label = (np.stack(pair) for pair in zip(*maps, strict=True))
+    one_hot = np.eye(num_classes)[pred].transpose(0, 3, 1, 2)
+    logits = torch.from_numpy(1.5 * one_hot + rng.normal(0, 0.4, one_hot.shape))
+    pred = logits.argmax(1).numpy()
+    probabilities = logits.softmax(1).numpy()
+    expected = [
+        reference_sc_loss(p, g, max_pred_num_conn=4, probabilities=q, unmatched=unmatched)
+        for p, g, q in zip(pred, label, probabilities, strict=True)
+    ]
+    loss = SemanticConnectivityLoss(max_pred_num_conn=4, unmatched=unmatched)
+    np.testing.assert_allclose(loss.per_image(logits, torch.from_numpy(label)), expected)
+
+
+def test_unmatched_soft_equals_paper_on_one_hot_logits() -> None:
+    rng = np.random.default_rng(5)
+    for smooth in (0.0, 1.0, 2.5):
+        maps = [random_maps(rng, 14, 3, smooth) for _ in range(4)]
+        pred, label = (np.stack(pair) for pair in zip(*maps, strict=True))
+        expected = hard_connectivity_loss(pred, label, 255, 4).numpy()
+        soft = SemanticConnectivityLoss(max_pred_num_conn=4, unmatched="soft")
+        values = soft.per_image(one_hot_logits(pred, 3), torch.from_numpy(label))
+        np.testing.assert_allclose(values.detach().numpy(), expected, atol=1e-6)
+
+
+def test_unmatched_soft_descent_step_removes_a_lone_blob_and_keeps_the_person() -> None:
+    label = np.zeros((1, 12, 12), dtype=np.int64)
+    label[0, 2:8, 2:8] = 1  # a 6 x 6 person
+    margin = np.where(label == 1, 4.0, -4.0)  # logit(person) - logit(background)
+    margin[0, 9:11, 9:11] = 0.5  # a weakly predicted false blob apart from the person
+    labels = torch.from_numpy(label)
+    gradients = {}
+    for mode in ("hard", "soft"):
+        logits = torch.from_numpy(np.stack([-margin / 2, margin / 2], 1))
+        logits.requires_grad_(True)
+        SemanticConnectivityLoss(unmatched=mode)(logits, labels).backward()
+        gradients[mode] = logits.grad
+    blob = (slice(None), 1, slice(9, 11), slice(9, 11))
+    assert (gradients["hard"][blob] == 0).all()  # the paper's loss does not see the blob
+    assert (gradients["soft"][blob] > 0).all()  # descent lowers its person logit
+    logits = torch.from_numpy(np.stack([-margin / 2, margin / 2], 1))
+    stepped = logits - 100.0 * gradients["soft"]  # one plain gradient-descent step
+    before = logits.argmax(1)
+    after = stepped.argmax(1)
+    assert before[0, 9:11, 9:11].eq(1).all() and after[0, 9:11, 9:11].eq(0).all()
+    assert torch.equal(after, labels)  # blob gone, the person component untouched
+    assert hard_connectivity_loss(before, labels).item() > 0
+    assert hard_connectivity_loss(after, labels).item() == 0.0
+
+
+def test_unmatched_mode_is_checked() -> None:
+    with pytest.raises(HumanSegError, match="unmatched must be one of hard, soft"):
+        SemanticConnectivityLoss(unmatched="max")

@@ -89,12 +89,15 @@ def semantic_connectivity_per_image(
     ignore_index: int = 255,
     max_pred_num_conn: int = 10,
     connectivity: int = 8,
+    unmatched: str = "hard",
 ) -> torch.Tensor:
     """SC loss of each image, [N], from a prediction and the [N, H, W] label map.
 
     `probabilities` holds the hard map `pred` and gives each pixel's probability of its
     predicted class, and of any class map's class (asked for the labels' class only when a
     class is missed entirely): softmax for the loss, one-hot for the hard definition.
+    `unmatched` says how a predicted component touching no label component counts
+    (`unmatched_existence`).
     """
     pred_prob = probabilities.pred_probability()
     # Sums over up to H * W pixels: accumulate half-precision probabilities in float32.
@@ -105,11 +108,12 @@ def semantic_connectivity_per_image(
     label_np = label_np.astype(pred_np.dtype)  # ignore_index may wrap: `valid` masks it out
     matched = valid & (pred_np == label_np)
     batch = ComponentBatch(
-        label_components(pred_np, valid, connectivity),
+        label_components(pred_np, valid, connectivity, labelling_threads(pred_np)),
         label_components(label_np, valid, connectivity),
         matched,
         num_classes,
         max_pred_num_conn,
+        unmatched,
     )
     piece_sums = sum_by_runs(
         pred_prob.to(dtype), batch.run_lengths, batch.run_piece, batch.piece_pred.shape[0]
@@ -121,6 +125,16 @@ def semantic_connectivity_per_image(
             batch.label_run_ids, batch.label_area.shape[0] + 1,
         )[1:]
     return _ConnectivityLoss.apply(piece_sums, label_hits, batch)
+
+
+def labelling_threads(pred: np.ndarray) -> int:
+    """Threads to label the predicted map on: torch's, for speckled maps (a class change at more
+    than 1 in 16 horizontal steps: early training, where cc3d's work dominates the loss), else
+    1 (on smooth maps handing chunks to threads costs more than it saves)."""
+    if pred.ndim < 2 or pred.shape[-1] < 2:
+        return 1
+    changes = np.count_nonzero(pred[..., 1:] != pred[..., :-1])
+    return torch.get_num_threads() if 16 * changes > pred.size else 1
 
 
 def sum_by_runs(
@@ -181,10 +195,13 @@ class ComponentBatch:
         matched: np.ndarray,
         num_classes: int,
         max_pred_num_conn: int,
+        unmatched: str = "hard",
     ) -> None:
         """Group components by (image, class), apply the cap and index the runs and pieces."""
         num_images, height, width = matched.shape
         self.num_images, self.num_classes = num_images, num_classes
+        self.unmatched = unmatched
+        self.pred_area = pred_cc.area[1:].astype(np.float64)
         self.image_area = height * width
         num_groups = num_images * num_classes
         self.pred_group = (pred_cc.image * num_classes + pred_cc.klass)[1:]
@@ -245,8 +262,13 @@ class ComponentBatch:
         touches = np.maximum(np.bincount(pair_label, minlength=self.label_area.shape[0]), 1)
         lone = self.kept.copy()
         lone[pair_pred] = False
+        existence, existence_grad = unmatched_existence(
+            self.unmatched, pred_sum[lone], self.pred_area[lone]
+        )
         denominator = np.maximum(
-            self.labels_per_group + np.bincount(self.pred_group[lone], minlength=num_groups), 1
+            self.labels_per_group
+            + np.bincount(self.pred_group[lone], weights=existence, minlength=num_groups),
+            1,
         )
         pair_group = self.label_group[pair_label]
         connectivity = np.bincount(
@@ -257,6 +279,13 @@ class ComponentBatch:
         grad_iou = -group_weight[pair_group] / (denominator[pair_group] * touches[pair_label])
         grad_piece[pair] = grad_iou * (union + intersection) / union**2
         np.add.at(grad_pred_sum, pair_pred, -grad_iou * intersection / union**2)
+        # d loss / d denominator = connectivity / denominator, for the lone p_j of a both-group
+        lone_group = self.pred_group[lone]
+        in_both = self.both[lone_group]
+        grad_pred_sum[np.flatnonzero(lone)[in_both]] += (
+            group_weight[lone_group] * connectivity[lone_group] / denominator[lone_group]
+            * existence_grad
+        )[in_both]
 
         # One side only: (missed + false-alarm area) / (H * W), as probability sums.
         alarm = self.false_alarm[self.pred_group]
@@ -274,6 +303,24 @@ class ComponentBatch:
         image_loss = (group_loss * group_weight).reshape(self.num_images, -1).sum(1)
         grad_piece[predicted] += grad_pred_sum[self.piece_pred[predicted]]
         return image_loss, grad_piece, grad_label_hit
+
+
+UNMATCHED_MODES = ("hard", "soft")
+
+
+def unmatched_existence(
+    mode: str, prob_sums: np.ndarray, areas: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """How much each unmatched predicted component (touching no label component) counts in the
+    connectivity denominator, and its derivative by the component's probability sum S_j.
+
+    `hard` (the paper): 1 each, no gradient. `soft`: S_j / |p_j|, the mean probability of the
+    component's class over its pixels; 1 on one-hot predictions, and each pixel of a false blob
+    gets gradient towards the other class, 1 / |p_j| of the blob's, so specks are pushed hardest.
+    """
+    if mode == "soft":
+        return prob_sums / areas, 1.0 / areas
+    return np.ones_like(prob_sums), np.zeros_like(prob_sums)
 
 
 class _ConnectivityLoss(torch.autograd.Function):
@@ -343,8 +390,15 @@ class SemanticConnectivityLoss(nn.Module):
         max_pred_num_conn: int = 10,
         use_argmax: bool = True,
         connectivity: int = 8,
+        unmatched: str = "hard",
     ) -> None:
-        """PaddleSeg's arguments; `use_argmax=False` takes a hard class map [N, H, W] instead."""
+        """PaddleSeg's arguments; `use_argmax=False` takes a hard class map [N, H, W] instead.
+
+        Args:
+            unmatched: how a predicted component touching no label component counts in the
+                denominator: `hard` (the paper: 1, no gradient) or `soft` (its mean probability,
+                so false blobs are pushed away; docs/sc_loss.md).
+        """
         super().__init__()
         if max_pred_num_conn < 1:
             raise HumanSegError(
@@ -354,10 +408,16 @@ class SemanticConnectivityLoss(nn.Module):
             raise HumanSegError(
                 f"SemanticConnectivityLoss: connectivity must be 4 or 8, got {connectivity}"
             )
+        if unmatched not in UNMATCHED_MODES:
+            raise HumanSegError(
+                f"SemanticConnectivityLoss: unmatched must be one of {', '.join(UNMATCHED_MODES)}, "
+                f"got {unmatched!r}"
+            )
         self.ignore_index = ignore_index
         self.max_pred_num_conn = max_pred_num_conn
         self.use_argmax = use_argmax
         self.connectivity = connectivity
+        self.unmatched = unmatched
 
     def per_image(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The loss of each image, [N] (the batch mean is `forward`)."""
@@ -370,7 +430,7 @@ class SemanticConnectivityLoss(nn.Module):
         )
         return semantic_connectivity_per_image(
             PlaneSoftmax(logits), labels, logits.shape[1], self.ignore_index,
-            self.max_pred_num_conn, self.connectivity,
+            self.max_pred_num_conn, self.connectivity, self.unmatched,
         )
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

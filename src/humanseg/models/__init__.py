@@ -1,5 +1,6 @@
 """Networks: the `MODELS` registry, `build_model(spec)` from a config's `model:` section, and
-`load_model_file(model, path)` for a saved `state_dict`.
+`load_model_file(model, path)` for a saved `state_dict`; `fuse(model)` folds batch norm into the
+convolutions for inference.
 
 PaddleSeg keys are accepted as PaddleSeg writes them: `pretrained` (a local `.pt` / `.pdparams`
 file loads; a URL is never downloaded, only warned about), `align_corners`, `backbone_indices`,
@@ -22,6 +23,7 @@ from torch import nn
 from humanseg.errors import HumanSegError
 from humanseg.models.backbones import BACKBONES
 from humanseg.models.fcn import FCN
+from humanseg.models.layers import fuse as fuse
 from humanseg.models.pphumanseg_lite import PPHumanSegLite
 
 MODELS: dict[str, type[nn.Module]] = {"FCN": FCN, "PPHumanSegLite": PPHumanSegLite}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from humanseg.errors import HumanSegError
 
@@ -43,7 +46,23 @@ class ConvBN(nn.Module):
         if self.pad_end:
             x = F.pad(x, (0, 1, 0, 1))
         x = self.bn(self.conv(x))
-        return F.relu(x) if self.relu else x
+        # In place: neither BN's nor the convolution's backward needs the tensor it overwrites.
+        return F.relu_(x) if self.relu else x
+
+
+def fuse(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of `model` with every ConvBN's batch norm folded into its convolution.
+
+    Same logits (within float rounding) from one operation less per unit: the predictor's torch
+    path and the ONNX export run the fused copy. Inference only: BN statistics no longer exist
+    to update, and its state_dict has no `bn` keys (checkpoints stay those of the unfused model).
+    """
+    fused = copy.deepcopy(model).eval()
+    for module in fused.modules():
+        if isinstance(module, ConvBN) and isinstance(module.bn, nn.BatchNorm2d):
+            module.conv = fuse_conv_bn_eval(module.conv, module.bn)
+            module.bn = nn.Identity()
+    return fused
 
 
 def capturing_graph() -> bool:

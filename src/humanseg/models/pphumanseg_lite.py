@@ -15,6 +15,7 @@ from torch import nn
 
 from humanseg.models.layers import (
     ConvBN,
+    capturing_graph,
     channels_last,
     check_input,
     check_num_classes,
@@ -33,6 +34,19 @@ class SeparableConvBN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """depthwise -> pointwise."""
         return self.pointwise(self.depthwise(x))
+
+
+def channel_shuffle(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Channels interleaved in 2 groups, [f0, s0, f1, s1, ...].
+
+    Eager calls concatenate and use ATen's shuffle kernel, which keeps channels-last inputs
+    channels-last (stacking would return NCHW and send every following convolution through a
+    layout conversion) and is 1.5-3x faster at this model's sizes; a captured graph keeps the
+    plain stack-and-flatten form, which every exporter understands.
+    """
+    if capturing_graph():
+        return torch.stack([first, second], dim=2).flatten(1, 2)
+    return F.channel_shuffle(torch.cat([first, second], dim=1), 2)
 
 
 class ShuffleBlock(nn.Module):
@@ -60,10 +74,12 @@ class ShuffleBlock(nn.Module):
         """Concat of the two halves, channel-shuffled in 2 groups: [s0, b0, s1, b1, ...]."""
         if self.stride == 1:
             shortcut, branch = x.chunk(2, dim=1)
+            # A channel slice is strided in every layout; oneDNN wants it dense.
+            branch = channels_last(branch)
         else:
             shortcut, branch = self.down_branch(x), x
         branch = self.separable(self.pointwise(branch))
-        return torch.stack([shortcut, branch], dim=2).flatten(1, 2)
+        return channel_shuffle(shortcut, branch)
 
 
 class PPHumanSegLite(nn.Module):

@@ -37,8 +37,8 @@ class Bottleneck(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """relu(body(x) + shortcut(x))."""
-        return F.relu(self.conv3(self.conv2(self.conv1(x))) + self.conv_down(x))
+        """relu(body(x) + shortcut(x)), summed and rectified in the body's fresh output."""
+        return F.relu_(self.conv3(self.conv2(self.conv1(x))).add_(self.conv_down(x)))
 
 
 class BasicBlock(nn.Module):
@@ -50,8 +50,8 @@ class BasicBlock(nn.Module):
         self.conv2 = ConvBN(channels, channels, 3, relu=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """relu(conv2(conv1(x)) + x)."""
-        return F.relu(self.conv2(self.conv1(x)) + x)
+        """relu(conv2(conv1(x)) + x), summed and rectified in conv2's fresh output."""
+        return F.relu_(self.conv2(self.conv1(x)).add_(x))
 
 
 class HighResolutionModule(nn.Module):
