@@ -16,7 +16,7 @@ from deploy_fixtures import HRNET_SMALL_SPEC, LITE_SPEC, write_model
 from skimage import data
 
 from humanseg.config import load_config
-from humanseg.data import build_transforms
+from humanseg.data.inference import build_inference_transforms
 from humanseg.deploy import export
 from humanseg.deploy.onnx_runtime import OnnxRuntimeForward
 from humanseg.engine.predict import build_predictor
@@ -190,7 +190,8 @@ def test_int8_export_runs_and_agrees_with_fp32_on_a_real_photo(tmp_path: Path) -
                       "--calibration_count", "8") == 0
     operators = {node.op_type for node in onnx.load(str(int8_path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= operators  # really quantised
-    preprocess = build_transforms(load_config(config)["val_dataset"]["transforms"]).preprocess
+    preprocess = build_inference_transforms(
+        load_config(config)["val_dataset"]["transforms"]).preprocess
     batch = preprocess(read_image(SHARED_DATA / "ccp" / "images" / "ccp_0011.jpg"))[None]
     fp32 = softmax(OnnxRuntimeForward(fp32_path)(batch), axis=1)[0, 1]
     int8 = softmax(OnnxRuntimeForward(int8_path)(batch), axis=1)[0, 1]

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import torch
 
-from humanseg.data import build_transforms
+from humanseg.data.inference import build_inference_transforms
 from humanseg.deploy.onnx_runtime import OnnxRuntimeForward
 from humanseg.engine.runtime import load_inference_model, softmax
 from humanseg.errors import HumanSegError
@@ -275,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if "val_dataset" not in config or "transforms" not in config["val_dataset"]:
         raise HumanSegError(f"{config_path}: val_dataset.transforms is needed for calibration")
-    preprocess = build_transforms(config["val_dataset"]["transforms"]).preprocess
+    preprocess = build_inference_transforms(config["val_dataset"]["transforms"]).preprocess
     batches = calibration_batches(
         list_images(args.calibration), preprocess, input_size, args.calibration_count
     )
