@@ -18,12 +18,14 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 from humanseg.deploy.service import (
     FILE_FIELDS,
@@ -333,28 +335,35 @@ def running_server(options: Sequence[str] = (), timeout: float = 120.0,
     benchmark), wait until /healthz answers, yield (base URL, process), stop it afterwards."""
     port = free_loopback_port()
     command = [sys.executable, "-m", "humanseg.cli", "serve", "--port", str(port), *options]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise HumanSegError(f"humanseg serve exited with {process.returncode}: "
-                                    f"{process.stdout.read().strip()}")
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise HumanSegError(f"humanseg serve not up after {timeout:.0f} s") from None
-                time.sleep(0.2)
-        yield base, process
-    finally:
-        process.terminate()
+    # The log goes to a file, not a pipe: a pipe nobody reads would block the server when full.
+    with tempfile.TemporaryFile("w+") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        process.stdout.close()
+            wait_until_healthy(base, process, log, timeout)
+            yield base, process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_until_healthy(base: str, process: subprocess.Popen, log: IO[str],
+                       timeout: float) -> None:
+    """Poll `base`/healthz until it answers; the server's log in the error if it dies first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            log.seek(0)
+            raise HumanSegError(f"humanseg serve exited with {process.returncode}: "
+                                f"{log.read().strip()}")
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise HumanSegError(f"humanseg serve not up after {timeout:.0f} s") from None
+            time.sleep(0.2)
