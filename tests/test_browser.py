@@ -1,0 +1,194 @@
+"""The `humanseg serve` page in a real headless Chromium (Debian's package, driven by Selenium):
+a real photo uploaded and composited onto a flat colour must show `humanseg predict`'s person
+region (IoU > 0.95), and the camera (Chromium's fake capture device playing a y4m video made from
+a real photo) must give a stream of composited frames. Screenshots go to $HUMANSEG_FIGURES_DIR
+when it is set (docs/figures/ holds the committed ones)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from humanseg.deploy.serve import running_server
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+PHOTO = DATA / "portraits" / "images" / "vs_1.jpg"
+CAMERA_PHOTO = DATA / "eg1800" / "images" / "eg_00001.jpg"
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+GREEN = np.array([0, 255, 0], np.float32)
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--window-size=1000,1000",
+                  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+
+pytestmark = [
+    pytest.mark.skipif(not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
+                       reason="Chromium and chromedriver not installed (make test installs "
+                              "Debian's chromium and chromium-driver with apt-get where it can)"),
+    pytest.mark.skipif(not (PHOTO.is_file() and CAMERA_PHOTO.is_file()),
+                       reason="real photos in ../shared/data absent"),
+]
+
+
+def write_y4m(path: Path, image_bgr: np.ndarray, frames: int = 30, fps: int = 15) -> None:
+    """A still y4m video (4:2:0) of `image_bgr`, Chromium's fake-camera input format."""
+    height, width = image_bgr.shape[:2]
+    planes = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2YUV_I420).tobytes()
+    with path.open("wb") as video:
+        video.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            video.write(b"FRAME\n" + planes)
+
+
+@pytest.fixture(scope="module")
+def camera_frame(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The real photo the fake camera shows (PNG, even sides) and its y4m video."""
+    folder = tmp_path_factory.mktemp("camera")
+    image = cv2.imread(str(CAMERA_PHOTO))
+    image = image[: image.shape[0] // 2 * 2, : image.shape[1] // 2 * 2]
+    cv2.imwrite(str(folder / "frame.png"), image)
+    write_y4m(folder / "camera.y4m", image)
+    return folder / "frame.png", folder / "camera.y4m"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """The service with the packaged model."""
+    with running_server() as (base, _process):
+        yield base
+
+
+@pytest.fixture()
+def browser(tmp_path: Path, camera_frame: tuple[Path, Path]):
+    """Headless Chromium with a fresh profile and the fake camera playing the y4m video."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                 f"--use-file-for-fake-video-capture={camera_frame[1]}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_script_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def predicted_label(image: Path, save_dir: Path) -> np.ndarray:
+    """`humanseg predict`'s label map of `image`, from the CLI."""
+    subprocess.run([sys.executable, "-m", "humanseg.cli", "predict", str(image),
+                    "--save_dir", str(save_dir)], check=True, capture_output=True)
+    return cv2.imread(str(save_dir / "label" / f"{image.stem}.png"), cv2.IMREAD_UNCHANGED)
+
+
+def wait_for(driver, script: str, timeout: float = 90.0) -> None:
+    """Poll a JavaScript condition until it is true; fail with the page's status otherwise."""
+    deadline = time.monotonic() + timeout
+    while not driver.execute_script(f"return Boolean({script});"):
+        if time.monotonic() > deadline:
+            status = driver.execute_script("return document.getElementById('status').textContent")
+            pytest.fail(f"timed out waiting for {script!r}; page status: {status!r}")
+        time.sleep(0.2)
+
+
+def canvas_pixels(driver) -> np.ndarray:
+    """The output canvas, read back from the page as RGB uint8."""
+    url = driver.execute_script("return document.getElementById('output').toDataURL('image/png')")
+    data = base64.b64decode(url.split(",", 1)[1])
+    return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR),
+                        cv2.COLOR_BGR2RGB)
+
+
+def person_region(composite: np.ndarray, original_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Invert the blend `c = a * photo + (1 - a) * green` for a per pixel, and return (a > 0.5,
+    pixels where that is decidable: the photo itself far enough from green)."""
+    offset = original_rgb.astype(np.float32) - GREEN
+    seen = composite.astype(np.float32) - GREEN
+    norm = (offset**2).sum(axis=2)
+    alpha = (seen * offset).sum(axis=2) / np.maximum(norm, 1.0)
+    return alpha > 0.5, norm > 40.0**2
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boolean masks."""
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def choose_green_background(driver) -> None:
+    """Pick the colour background and set it to pure green, as a user would."""
+    driver.execute_script("""
+        const colour = document.getElementById('colour');
+        colour.value = '#00ff00';
+        colour.dispatchEvent(new Event('input'));
+        document.querySelector('input[name=background][value=colour]').click();""")
+
+
+def save_figure(driver, tmp_path: Path, name: str) -> None:
+    """Screenshot the page; copied to $HUMANSEG_FIGURES_DIR when set."""
+    shot = tmp_path / name
+    driver.save_screenshot(str(shot))
+    assert shot.stat().st_size > 0
+    target = os.environ.get("HUMANSEG_FIGURES_DIR")
+    if target:
+        shutil.copyfile(shot, Path(target) / name)
+
+
+def test_uploaded_photo_shows_the_predicted_person(server: str, browser, tmp_path: Path) -> None:
+    browser.get(server + "/")
+    choose_green_background(browser)
+    browser.find_element("id", "photo").send_keys(str(PHOTO))
+    wait_for(browser, "document.getElementById('output').dataset.source === 'photo' && "
+                      "document.getElementById('output').dataset.state === 'done'")
+    composite = canvas_pixels(browser)
+    save_figure(browser, tmp_path, "web_page_photo.png")
+    original = cv2.cvtColor(cv2.imread(str(PHOTO)), cv2.COLOR_BGR2RGB)
+    assert composite.shape == original.shape
+    person, decidable = person_region(composite, original)
+    label = predicted_label(PHOTO, tmp_path / "predict") > 0
+    assert decidable.mean() > 0.9
+    overlap = iou(person & decidable, label & decidable)
+    print(f"\n[browser photo] person IoU vs humanseg predict {overlap:.4f}")
+    assert overlap > 0.95
+    assert browser.find_element("id", "fps").text.startswith("FPS: ")
+
+
+@pytest.mark.parametrize("transport", ["ws", "http"])
+def test_fake_camera_gives_composited_frames(server: str, browser, tmp_path: Path,
+                                             camera_frame: tuple[Path, Path],
+                                             transport: str) -> None:
+    browser.get(f"{server}/?transport={transport}")
+    choose_green_background(browser)
+    browser.find_element("id", "camera").click()
+    output = "document.getElementById('output')"
+    wait_for(browser, f"{output}.dataset.source === 'camera' && {output}.dataset.fps && "
+                      f"Number({output}.dataset.frames) >= 20")
+    frames_before = int(browser.execute_script(f"return {output}.dataset.frames"))
+    time.sleep(2.0)
+    frames_after = int(browser.execute_script(f"return {output}.dataset.frames"))
+    fps = float(browser.execute_script(f"return {output}.dataset.fps"))
+    assert frames_after > frames_before and fps > 0  # frames keep coming
+    composite = canvas_pixels(browser)
+    save_figure(browser, tmp_path, f"web_page_camera_{transport}.png")
+    browser.find_element("id", "stop").click()
+    frame_path, _ = camera_frame
+    original = cv2.cvtColor(cv2.imread(str(frame_path)), cv2.COLOR_BGR2RGB)
+    assert composite.shape == original.shape
+    person, decidable = person_region(composite, original)
+    label = predicted_label(frame_path, tmp_path / "predict") > 0
+    # The camera path re-encodes the photo twice (y4m 4:2:0, then the page's JPEG frames), so
+    # the model sees slightly different pixels from predict's: a looser bound than the photo's.
+    overlap = iou(person & decidable, label & decidable)
+    print(f"\n[browser camera over {transport}] {fps:.1f} FPS, person IoU {overlap:.4f}")
+    assert overlap > 0.9
+    assert browser.find_element("id", "fps").text.startswith("FPS: ")
