@@ -110,11 +110,12 @@ def canvas_pixels(driver) -> np.ndarray:
                         cv2.COLOR_BGR2RGB)
 
 
-def person_region(composite: np.ndarray, original_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Invert the blend `c = a * photo + (1 - a) * green` for a per pixel, and return (a > 0.5,
-    pixels where that is decidable: the photo itself far enough from green)."""
-    offset = original_rgb.astype(np.float32) - GREEN
-    seen = composite.astype(np.float32) - GREEN
+def person_region(composite: np.ndarray, original_rgb: np.ndarray, backdrop: np.ndarray = GREEN,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Invert the blend `c = a * photo + (1 - a) * backdrop` for a per pixel (a flat backdrop
+    colour), and return (a > 0.5, pixels where that is decidable: the photo far from it)."""
+    offset = original_rgb.astype(np.float32) - backdrop
+    seen = composite.astype(np.float32) - backdrop
     norm = (offset**2).sum(axis=2)
     alpha = (seen * offset).sum(axis=2) / np.maximum(norm, 1.0)
     return alpha > 0.5, norm > 40.0**2
@@ -161,6 +162,32 @@ def test_uploaded_photo_shows_the_predicted_person(server: str, browser, tmp_pat
     print(f"\n[browser photo] person IoU vs humanseg predict {overlap:.4f}")
     assert overlap > 0.95
     assert browser.find_element("id", "fps").text.startswith("FPS: ")
+
+
+def test_picture_and_blurred_backgrounds_of_a_photo(server: str, browser, tmp_path: Path) -> None:
+    """The same photo onto an uploaded picture (flat magenta, so the blend can be inverted),
+    then with the background blurred: the person stays where predict puts them."""
+    picture, magenta = tmp_path / "magenta.png", np.array([255, 0, 255], np.float32)
+    cv2.imwrite(str(picture), np.full((40, 60, 3), (255, 0, 255), np.uint8))
+    original = cv2.cvtColor(cv2.imread(str(PHOTO)), cv2.COLOR_BGR2RGB)
+    label = predicted_label(PHOTO, tmp_path / "predict") > 0
+    browser.get(server + "/")
+    browser.find_element("id", "photo").send_keys(str(PHOTO))
+    output = "document.getElementById('output')"
+    wait_for(browser, f"{output}.dataset.state === 'done' && {output}.dataset.frames === '1'")
+    browser.find_element("id", "background-file").send_keys(str(picture))
+    wait_for(browser, f"{output}.dataset.state === 'done' && {output}.dataset.frames === '2'")
+    person, decidable = person_region(canvas_pixels(browser), original, magenta)
+    assert decidable.mean() > 0.9
+    assert iou(person & decidable, label & decidable) > 0.95
+    browser.find_element("css selector", "input[name=background][value=blur]").click()
+    wait_for(browser, f"{output}.dataset.state === 'done' && {output}.dataset.frames === '3'")
+    blurred = canvas_pixels(browser).astype(np.float32)
+    difference = np.abs(blurred - original).max(axis=2)
+    # the person keeps the photo's pixels (up to their soft edge), the background is blurred
+    core = cv2.erode(label.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    outside = cv2.dilate(label.astype(np.uint8), np.ones((7, 7), np.uint8)) == 0
+    assert np.median(difference[core]) <= 2 and np.mean(difference[outside]) > 5
 
 
 @pytest.mark.parametrize("transport", ["ws", "http"])
