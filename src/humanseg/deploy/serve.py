@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from humanseg.deploy.service import (
     FILE_FIELDS,
@@ -42,6 +42,10 @@ from humanseg.deploy.service import (
 )
 from humanseg.errors import HumanSegError
 from humanseg.weights import resolve_paths
+
+if TYPE_CHECKING:  # FastAPI and Starlette are imported when a server is built, not by the CLI
+    from fastapi import FastAPI
+    from starlette.requests import Request
 
 PACKAGED_MODEL = "default"
 WEB_DIR = Path(__file__).resolve().parent / "web"
@@ -77,7 +81,7 @@ def load_model(settings: ServeSettings) -> ServedModel:
     return ServedModel(name, settings.backend, config_path, model_path, predictor)
 
 
-def create_app(model: ServedModel, limits: Limits):  # noqa: ANN201 (FastAPI is imported lazily)
+def create_app(model: ServedModel, limits: Limits) -> "FastAPI":
     """The FastAPI application serving `model` within `limits`."""
     from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
     from fastapi.concurrency import run_in_threadpool
@@ -133,6 +137,10 @@ def create_app(model: ServedModel, limits: Limits):  # noqa: ANN201 (FastAPI is 
             uploads = await read_multipart(request, body, options)
         else:
             uploads = {"image": body}
+        return await run_in_threadpool(answer, uploads, options)
+
+    def answer(uploads: dict[str, bytes], options: dict[str, str]) -> Response:
+        """Decode, segment and encode (on a worker thread: the event loop keeps serving)."""
         if "image" not in uploads:
             raise RequestError(422, "missing file field 'image'")
         image = decode_image(uploads["image"], "image", limits)
@@ -141,11 +149,16 @@ def create_app(model: ServedModel, limits: Limits):  # noqa: ANN201 (FastAPI is 
             backdrop, "background_image", limits)
         choice = parse_options(options, backdrop_image)
         served = pick_model(choice.model)
-        result = await run_in_threadpool(segment, served.predictor, image, choice)
+        result = segment(served.predictor, image, choice)
         if choice.format == "json":
             return JSONResponse(json_answer(result, served.name, choice, image.shape))
         headers = {"X-Person-Fraction": f"{result.person_fraction:.6f}", "X-Model": served.name}
         return Response(result.content, media_type=result.media_type, headers=headers)
+
+    def stream_frame(data: bytes, choice: SegmentOptions) -> bytes:
+        """One camera frame composited as `choice` says (on a worker thread)."""
+        frame = decode_image(data, "frame", limits)
+        return segment(pick_model(choice.model).predictor, frame, choice).content
 
     @app.websocket("/v1/stream")
     async def stream(socket: WebSocket) -> None:
@@ -161,14 +174,12 @@ def create_app(model: ServedModel, limits: Limits):  # noqa: ANN201 (FastAPI is 
                     return
                 try:
                     if message.get("text") is not None:
-                        choice = stream_settings(message["text"], limits)
+                        choice = await run_in_threadpool(stream_settings, message["text"], limits)
                         pick_model(choice.model)
                         await socket.send_json({"settings": "ok"})
                         continue
-                    frame = decode_image(message.get("bytes") or b"", "frame", limits)
-                    served = pick_model(choice.model)
-                    result = await run_in_threadpool(segment, served.predictor, frame, choice)
-                    await socket.send_bytes(result.content)
+                    data = message.get("bytes") or b""
+                    await socket.send_bytes(await run_in_threadpool(stream_frame, data, choice))
                 except HumanSegError as error:
                     kind = "settings" if message.get("text") is not None else "frame"
                     await socket.send_json({"error": str(error), "for": kind})
@@ -200,7 +211,7 @@ def stream_settings(text: str, limits: Limits) -> SegmentOptions:
     return parse_options(options, backdrop)
 
 
-async def read_body(request, limit: int) -> bytes:  # noqa: ANN001 (a starlette Request)
+async def read_body(request: "Request", limit: int) -> bytes:
     """The whole request body, refused with 413 as soon as it exceeds `limit` bytes (the declared
     Content-Length first, so an oversized upload is refused before it is read)."""
     declared = request.headers.get("content-length", "")
@@ -215,13 +226,15 @@ async def read_body(request, limit: int) -> bytes:  # noqa: ANN001 (a starlette 
     return b"".join(chunks)
 
 
-async def read_multipart(request, body: bytes, options: dict[str, str]) -> dict[str, bytes]:  # noqa: ANN001
+async def read_multipart(request: "Request", body: bytes, options: dict[str, str],
+                         ) -> dict[str, bytes]:
     """Parse a multipart body already read (within the limit): file fields are returned, text
     fields go into `options` (a field given twice, or a text field as a file, is refused)."""
     from starlette.datastructures import UploadFile
     from starlette.requests import Request
 
     async def replay() -> dict[str, object]:
+        """The ASGI receive of a request whose body has already been read."""
         return {"type": "http.request", "body": body, "more_body": False}
 
     try:
@@ -246,14 +259,14 @@ async def read_multipart(request, body: bytes, options: dict[str, str]) -> dict[
     return uploads
 
 
-def app_from_environment():  # noqa: ANN201
+def app_from_environment() -> "FastAPI":
     """The app of one uvicorn worker process, from the settings the parent put in the
     environment (`uvicorn.run(..., factory=True, workers=N)`)."""
     settings = ServeSettings(**json.loads(os.environ[SETTINGS_ENV]))
     return build_app(settings)
 
 
-def build_app(settings: ServeSettings):  # noqa: ANN201
+def build_app(settings: ServeSettings) -> "FastAPI":
     """Load the model (torch on `settings.threads` threads) and wrap it in the app."""
     import torch
 
