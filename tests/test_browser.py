@@ -6,7 +6,6 @@ when it is set (docs/figures/ holds the committed ones)."""
 
 from __future__ import annotations
 
-import base64
 import os
 import shutil
 import subprocess
@@ -19,35 +18,29 @@ import cv2
 import numpy as np
 import pytest
 
+from humanseg.deploy.browser import (
+    canvas_pixels,
+    chromium,
+    chromium_available,
+    mask_iou,
+    person_region,
+    wait_for,
+    write_y4m,
+)
 from humanseg.deploy.serve import running_server
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PHOTO = DATA / "portraits" / "images" / "vs_1.jpg"
 CAMERA_PHOTO = DATA / "eg1800" / "images" / "eg_00001.jpg"
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 GREEN = np.array([0, 255, 0], np.float32)
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--window-size=1000,1000",
-                  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 
 pytestmark = [
-    pytest.mark.skipif(not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
+    pytest.mark.skipif(not chromium_available(),
                        reason="Chromium and chromedriver not installed (make test installs "
                               "Debian's chromium and chromium-driver with apt-get where it can)"),
     pytest.mark.skipif(not (PHOTO.is_file() and CAMERA_PHOTO.is_file()),
                        reason="real photos in ../shared/data absent"),
 ]
-
-
-def write_y4m(path: Path, image_bgr: np.ndarray, frames: int = 30, fps: int = 15) -> None:
-    """A still y4m video (4:2:0) of `image_bgr`, Chromium's fake-camera input format."""
-    height, width = image_bgr.shape[:2]
-    planes = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2YUV_I420).tobytes()
-    with path.open("wb") as video:
-        video.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
-        for _ in range(frames):
-            video.write(b"FRAME\n" + planes)
 
 
 @pytest.fixture(scope="module")
@@ -71,18 +64,8 @@ def server() -> Iterator[str]:
 @pytest.fixture()
 def browser(tmp_path: Path, camera_frame: tuple[Path, Path]):
     """Headless Chromium with a fresh profile and the fake camera playing the y4m video."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
-                 f"--use-file-for-fake-video-capture={camera_frame[1]}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_script_timeout(60)
-    yield driver
-    driver.quit()
+    with chromium(tmp_path / "profile", camera_frame[1]) as driver:
+        yield driver
 
 
 def predicted_label(image: Path, save_dir: Path) -> np.ndarray:
@@ -90,40 +73,6 @@ def predicted_label(image: Path, save_dir: Path) -> np.ndarray:
     subprocess.run([sys.executable, "-m", "humanseg.cli", "predict", str(image),
                     "--save_dir", str(save_dir)], check=True, capture_output=True)
     return cv2.imread(str(save_dir / "label" / f"{image.stem}.png"), cv2.IMREAD_UNCHANGED)
-
-
-def wait_for(driver, script: str, timeout: float = 90.0) -> None:
-    """Poll a JavaScript condition until it is true; fail with the page's status otherwise."""
-    deadline = time.monotonic() + timeout
-    while not driver.execute_script(f"return Boolean({script});"):
-        if time.monotonic() > deadline:
-            status = driver.execute_script("return document.getElementById('status').textContent")
-            pytest.fail(f"timed out waiting for {script!r}; page status: {status!r}")
-        time.sleep(0.2)
-
-
-def canvas_pixels(driver) -> np.ndarray:
-    """The output canvas, read back from the page as RGB uint8."""
-    url = driver.execute_script("return document.getElementById('output').toDataURL('image/png')")
-    data = base64.b64decode(url.split(",", 1)[1])
-    return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR),
-                        cv2.COLOR_BGR2RGB)
-
-
-def person_region(composite: np.ndarray, original_rgb: np.ndarray, backdrop: np.ndarray = GREEN,
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Invert the blend `c = a * photo + (1 - a) * backdrop` for a per pixel (a flat backdrop
-    colour), and return (a > 0.5, pixels where that is decidable: the photo far from it)."""
-    offset = original_rgb.astype(np.float32) - backdrop
-    seen = composite.astype(np.float32) - backdrop
-    norm = (offset**2).sum(axis=2)
-    alpha = (seen * offset).sum(axis=2) / np.maximum(norm, 1.0)
-    return alpha > 0.5, norm > 40.0**2
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two boolean masks."""
-    return float((a & b).sum() / max((a | b).sum(), 1))
 
 
 def choose_green_background(driver) -> None:
@@ -155,10 +104,10 @@ def test_uploaded_photo_shows_the_predicted_person(server: str, browser, tmp_pat
     save_figure(browser, tmp_path, "web_page_photo.png")
     original = cv2.cvtColor(cv2.imread(str(PHOTO)), cv2.COLOR_BGR2RGB)
     assert composite.shape == original.shape
-    person, decidable = person_region(composite, original)
+    person, decidable = person_region(composite, original, GREEN)
     label = predicted_label(PHOTO, tmp_path / "predict") > 0
     assert decidable.mean() > 0.9
-    overlap = iou(person & decidable, label & decidable)
+    overlap = mask_iou(person & decidable, label & decidable)
     print(f"\n[browser photo] person IoU vs humanseg predict {overlap:.4f}")
     assert overlap > 0.95
     assert browser.find_element("id", "fps").text.startswith("FPS: ")
@@ -179,7 +128,7 @@ def test_picture_and_blurred_backgrounds_of_a_photo(server: str, browser, tmp_pa
     wait_for(browser, f"{output}.dataset.state === 'done' && {output}.dataset.frames === '2'")
     person, decidable = person_region(canvas_pixels(browser), original, magenta)
     assert decidable.mean() > 0.9
-    assert iou(person & decidable, label & decidable) > 0.95
+    assert mask_iou(person & decidable, label & decidable) > 0.95
     browser.find_element("css selector", "input[name=background][value=blur]").click()
     wait_for(browser, f"{output}.dataset.state === 'done' && {output}.dataset.frames === '3'")
     blurred = canvas_pixels(browser).astype(np.float32)
@@ -211,11 +160,11 @@ def test_fake_camera_gives_composited_frames(server: str, browser, tmp_path: Pat
     frame_path, _ = camera_frame
     original = cv2.cvtColor(cv2.imread(str(frame_path)), cv2.COLOR_BGR2RGB)
     assert composite.shape == original.shape
-    person, decidable = person_region(composite, original)
+    person, decidable = person_region(composite, original, GREEN)
     label = predicted_label(frame_path, tmp_path / "predict") > 0
     # The camera path re-encodes the photo twice (y4m 4:2:0, then the page's JPEG frames), so
     # the model sees slightly different pixels from predict's: a looser bound than the photo's.
-    overlap = iou(person & decidable, label & decidable)
+    overlap = mask_iou(person & decidable, label & decidable)
     print(f"\n[browser camera over {transport}] {fps:.1f} FPS, person IoU {overlap:.4f}")
     assert overlap > 0.9
     assert browser.find_element("id", "fps").text.startswith("FPS: ")
