@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # torch==2.13.0 is a CPU wheel kept in /opt/wheels on the development machines.
 PIP_FIND := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: install test demo lint bench bench-deploy bench-serve clean parity paddle-venv browser
+.PHONY: install test demo lint bench bench-deploy bench-serve bench-browser clean parity paddle-venv browser web
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +47,19 @@ browser:
 		|| echo "browser: apt-get could not install Chromium; the browser tests will be skipped"; \
 	else echo "browser: installing Chromium needs root; the browser tests will be skipped"; fi
 
-test: lint paddle-venv browser
+# onnxruntime-web for the page's in-browser inference (`humanseg serve` serves it from
+# node_modules/; not committed). Without npm the page segments the camera on the server instead
+# and the in-browser test skips.
+ONNXRUNTIME_WEB_VERSION := 1.30.0
+node_modules/onnxruntime-web/package.json:
+	npm install --no-save --no-package-lock --no-audit --no-fund \
+		onnxruntime-web@$(ONNXRUNTIME_WEB_VERSION)
+
+web:
+	@if command -v npm >/dev/null; then $(MAKE) node_modules/onnxruntime-web/package.json; \
+	else echo "web: no npm here; the page will segment the camera on the server"; fi
+
+test: lint paddle-venv browser web
 	$(PY) -m pytest -q
 
 demo: install
@@ -76,5 +88,10 @@ bench-deploy: install $(MEDIAPIPE_VENV)/.installed
 bench-serve: install
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_serve.py
 
+# The page's camera paths (server over WebSocket / HTTP, torch / onnxruntime, and in the page
+# with onnxruntime-web) in headless Chromium; docs/deploy.md.
+bench-browser: install browser node_modules/onnxruntime-web/package.json
+	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_browser.py
+
 clean:
-	rm -rf $(VENV) output
+	rm -rf $(VENV) output node_modules

@@ -1,29 +1,31 @@
 """Frame rate of the webcam page's inference paths in headless Chromium, in one run.
 
-    .venv/bin/python benchmarks/bench_browser.py [--seconds 15] [--photo EG1800.jpg]
+    .venv/bin/python benchmarks/bench_browser.py [--seconds 8] [--rounds 3] [--photo EG.jpg]
         (`make bench-browser` installs onnxruntime-web from npm into node_modules/ first)
 
-Chromium's fake camera plays a still y4m video made from a real photo; each path runs the page
-for a warm-up, then frames are counted over --seconds of wall time:
-1. server side, WebSocket: `humanseg serve`'s page (`/v1/stream`), the page's default;
-2. server side, one HTTP POST per frame: the same page with `?transport=http`;
-3. in the browser: `benchmarks/browser_inference.html`, the packaged model exported to ONNX and
-   run by onnxruntime-web (WebAssembly, 1 thread), resize, normalise and composite in the page.
+Chromium's fake camera plays a still y4m video made from a real photo into `humanseg serve`'s
+page; each path runs for a warm-up, then frames are counted over --seconds of wall time, in
+--rounds alternating rounds (medians reported), beside the CPU time the browser and the server
+spent per frame (which a loaded machine stretches far less than wall time):
+1-2. server side with the torch backend (1 thread): frames over the WebSocket `/v1/stream`, and
+   one HTTP POST per frame (`?inference=server`, `&transport=http`);
+3-4. the same with the onnxruntime backend (the packaged model exported to ONNX here);
+5. in the page: the same ONNX file run by onnxruntime-web (WebAssembly, 1 thread), resize,
+   normalise and composite in the page (the page's default when the server offers it).
 All paths composite onto pure green, so the person region can be read back from the canvas and
-compared with `humanseg predict`'s mask of the photo (IoU, a sanity check). Browser, server and
-page share the machine; the three paths are measured back to back in this run.
+compared with `humanseg predict`'s mask of the photo (IoU, a sanity check). Browser and servers
+share the machine; the paths are measured back to back in this one run.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
@@ -49,43 +51,53 @@ OUTPUT = "document.getElementById('output')"
 DEFAULT_CONFIG = default_paths()[0]
 
 
-class QuietHandler(SimpleHTTPRequestHandler):
-    """Static files without a log line per request."""
+def cpu_seconds(roots: list[int]) -> float:
+    """User + system CPU seconds used so far by the processes `roots` and all their descendants
+    (from /proc; processes that ended are not counted)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        times[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid, used in times.items():
+        ancestor = pid
+        while ancestor > 1 and ancestor not in roots:
+            ancestor = parents.get(ancestor, 0)
+        if ancestor in roots:
+            total += used
+    return total
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base's name)
-        """Drop the access log."""
 
-
-def serve_static(folder: Path) -> tuple[ThreadingHTTPServer, str]:
-    """Serve `folder` on a free 127.0.0.1 port from a background thread."""
-    handler = functools.partial(QuietHandler, directory=str(folder))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
-
-
-def measure(driver, url: str, start_camera: bool, seconds: float) -> float:
-    """Open `url`, start the camera if the page has a button for it, warm up, then return the
-    frames drawn per second over `seconds`."""
+def measure(driver, url: str, seconds: float, processes: list[int]) -> tuple[float, float]:
+    """Open the page at `url`, start the camera onto green, warm up, then return the frames
+    drawn per second over `seconds` and the CPU milliseconds per frame that `processes` (the
+    browser's and the server's trees) spent meanwhile."""
     driver.get(url)
-    if start_camera:
-        driver.execute_script("""
-            const colour = document.getElementById('colour');
-            colour.value = '#00ff00';
-            colour.dispatchEvent(new Event('input'));
-            document.querySelector('input[name=background][value=colour]').click();
-            document.getElementById('camera').click();""")
+    driver.execute_script("""
+        const colour = document.getElementById('colour');
+        colour.value = '#00ff00';
+        colour.dispatchEvent(new Event('input'));
+        document.querySelector('input[name=background][value=colour]').click();
+        document.getElementById('camera').click();""")
     wait_for(driver, f"Number({OUTPUT}.dataset.frames) >= 10", timeout=180)
     first = int(driver.execute_script(f"return {OUTPUT}.dataset.frames"))
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), cpu_seconds(processes)
     time.sleep(seconds)
     frames = int(driver.execute_script(f"return {OUTPUT}.dataset.frames")) - first
-    return frames / (time.perf_counter() - started)
+    cpu = cpu_seconds(processes) - cpu_started
+    return frames / (time.perf_counter() - started), 1000 * cpu / max(frames, 1)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--seconds", type=float, default=8.0, help="per path and round")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--photo", type=Path, default=DEFAULT_PHOTO)
     args = parser.parse_args()
     if not chromium_available():
@@ -99,42 +111,48 @@ def main() -> None:
         image = image[: image.shape[0] // 2 * 2, : image.shape[1] // 2 * 2]
         cv2.imwrite(str(folder / "frame.png"), image)
         write_y4m(folder / "camera.y4m", image)
-        (folder / "site").mkdir()
-        for command in (["export", "--output", str(folder / "site" / "model.onnx")],
+        for command in (["export", "--output", str(folder / "model.onnx")],
                         ["predict", str(folder / "frame.png"), "--save_dir", str(folder)]):
             subprocess.run([sys.executable, "-m", "humanseg.cli", *command], check=True,
                            capture_output=True)
         label = cv2.imread(str(folder / "label" / "frame.png"), cv2.IMREAD_UNCHANGED) > 0
         original = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        (folder / "site" / "index.html").symlink_to(ROOT / "benchmarks" / "browser_inference.html")
-        (folder / "site" / "ort").symlink_to(ORT_DIST)
-        static, static_url = serve_static(folder / "site")
         onnx_server = ["--backend", "onnxruntime", "--config", str(DEFAULT_CONFIG),
-                       "--model_path", str(folder / "site" / "model.onnx")]
-        rows = []
-        with running_server() as (torch_base, _torch), \
-                running_server(onnx_server) as (onnx_base, _onnx), \
+                       "--model_path", str(folder / "model.onnx"), "--onnxruntime_web",
+                       str(ORT_DIST)]
+        rows: dict[str, list[tuple[float, float, float]]] = {}
+        with running_server(["--onnxruntime_web", str(ORT_DIST)]) as (torch_base, torch_server), \
+                running_server(onnx_server) as (onnx_base, onnx_server_process), \
                 chromium(folder / "profile", folder / "camera.y4m") as driver:
-            for name, url, start_camera in [
-                ("server (torch), WebSocket", f"{torch_base}/", True),
-                ("server (torch), HTTP POST per frame", f"{torch_base}/?transport=http", True),
-                ("server (onnxruntime), WebSocket", f"{onnx_base}/", True),
-                ("server (onnxruntime), HTTP POST per frame", f"{onnx_base}/?transport=http",
-                 True),
-                ("browser, onnxruntime-web (wasm, 1 thread)", f"{static_url}/", False),
-            ]:
-                fps = measure(driver, url, start_camera, args.seconds)
-                person, decidable = person_region(canvas_pixels(driver), original, GREEN)
-                overlap = mask_iou(person & decidable, label & decidable)
-                rows.append((name, fps, overlap))
-                print(f"{name}: {fps:.1f} FPS, person IoU vs predict {overlap:.4f}", flush=True)
-        static.shutdown()
+            browser = driver.service.process.pid
+            paths = [
+                ("server (torch), WebSocket", f"{torch_base}/?inference=server", torch_server),
+                ("server (torch), HTTP POST per frame",
+                 f"{torch_base}/?inference=server&transport=http", torch_server),
+                ("server (onnxruntime), WebSocket", f"{onnx_base}/?inference=server",
+                 onnx_server_process),
+                ("server (onnxruntime), HTTP POST per frame",
+                 f"{onnx_base}/?inference=server&transport=http", onnx_server_process),
+                ("in the page, onnxruntime-web (wasm, 1 thread)", f"{onnx_base}/",
+                 onnx_server_process),
+            ]
+            for round_index in range(args.rounds):
+                for name, url, server in paths:
+                    fps, cpu_ms = measure(driver, url, args.seconds, [browser, server.pid])
+                    person, decidable = person_region(canvas_pixels(driver), original, GREEN)
+                    overlap = mask_iou(person & decidable, label & decidable)
+                    rows.setdefault(name, []).append((fps, cpu_ms, overlap))
+                    print(f"round {round_index + 1} {name}: {fps:.1f} FPS, {cpu_ms:.0f} CPU "
+                          f"ms/frame, person IoU vs predict {overlap:.4f}", flush=True)
     height, width = image.shape[:2]
-    print(f"\nfake camera {width}x{height}, {args.seconds:.0f} s per path")
-    print("| path | FPS | person IoU vs predict |\n|---|---|---|")
-    for name, fps, overlap in rows:
-        print(f"| {name} | {fps:.1f} | {overlap:.4f} |")
-
+    print(f"\nfake camera {width}x{height}, {args.rounds} alternating rounds of "
+          f"{args.seconds:.0f} s per path, medians")
+    print("| path | FPS | CPU ms per frame (browser + server) | person IoU vs predict |")
+    print("|---|---|---|---|")
+    for name, results in rows.items():
+        fps, cpu_ms, overlap = (statistics.median(column) for column in zip(*results,
+                                                                            strict=True))
+        print(f"| {name} | {fps:.1f} | {cpu_ms:.0f} | {overlap:.4f} |")
 
 if __name__ == "__main__":
     main()

@@ -34,9 +34,12 @@ BOUNDARY = "humansegtestboundary"
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    """One server (packaged model, torch, 1 thread) with small byte and pixel limits."""
-    options = ["--max_bytes", str(MAX_BYTES), "--max_pixels", str(MAX_PIXELS)]
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One server (packaged model, torch, 1 thread) with small byte and pixel limits, and no
+    onnxruntime-web (so no in-browser inference)."""
+    missing = tmp_path_factory.mktemp("no-onnxruntime-web") / "dist"
+    options = ["--max_bytes", str(MAX_BYTES), "--max_pixels", str(MAX_PIXELS),
+               "--onnxruntime_web", str(missing)]
     with running_server(options) as (base, _process):
         yield base
 
@@ -248,6 +251,10 @@ def test_models_and_health(server: str) -> None:
     assert listing["models"] == [{"name": "default", "backend": "torch", "config": "default.yml",
                                   "model": "default.pt", "num_classes": 2}]
     assert listing["limits"] == {"max_bytes": MAX_BYTES, "max_pixels": MAX_PIXELS}
+    assert listing["browser"] is None and "onnxruntime-web not found" in listing[
+        "browser_unavailable"]
+    status, _, content = request(server, "GET", "/v1/models/default/model.onnx")
+    assert status == 404 and "in-browser inference unavailable" in json.loads(content)["error"]
     status, _, content = request(server, "GET", "/healthz")
     assert status == 200 and json.loads(content) == {"status": "ok", "models": ["default"]}
     status, headers, content = request(server, "GET", "/")
@@ -296,3 +303,36 @@ def test_serve_refuses_a_bad_model_choice_in_one_line(tmp_path: Path) -> None:
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 2
         assert result.stderr.count("\n") == 1 and words in result.stderr, result.stderr
+
+
+def test_page_gets_the_model_as_onnx_with_its_preprocessing(tmp_path: Path) -> None:
+    """With onnxruntime-web's folder given, /v1/models tells the page how to preprocess, the
+    runtime's files are served from it, and the model comes as ONNX (exported from the packaged
+    torch model) whose probabilities match the torch model's on the same input."""
+    import onnxruntime as ort
+    import torch
+
+    from humanseg.engine.runtime import load_inference_model, softmax
+    from humanseg.weights import default_paths
+
+    runtime = tmp_path / "dist"
+    runtime.mkdir()
+    (runtime / "ort.wasm.min.js").write_text("// stand-in for onnxruntime-web's script\n")
+    with running_server(["--onnxruntime_web", str(runtime)]) as (base, _process):
+        listing = json.loads(request(base, "GET", "/v1/models")[2])
+        assert listing["browser"] == {
+            "input_size": [192, 192], "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
+            "onnx": "/v1/models/default/model.onnx", "runtime": "/static/ort/ort.wasm.min.js"}
+        assert listing["browser_unavailable"] is None
+        status, _, content = request(base, "GET", "/static/ort/ort.wasm.min.js")
+        assert status == 200 and content == (runtime / "ort.wasm.min.js").read_bytes()
+        assert request(base, "GET", "/v1/models/nope/model.onnx")[0] == 404
+        status, _, onnx_bytes = request(base, "GET", "/v1/models/default/model.onnx")
+        assert status == 200
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    inputs = np.random.default_rng(0).uniform(-1, 1, (1, 3, 192, 192)).astype(np.float32)
+    logits = session.run(None, {session.get_inputs()[0].name: inputs})[0]
+    _, model = load_inference_model(*default_paths(), torch.device("cpu"))
+    with torch.no_grad():
+        expected = model(torch.from_numpy(inputs)).numpy()
+    np.testing.assert_allclose(softmax(logits, axis=1), softmax(expected, axis=1), atol=1e-4)

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -34,6 +35,7 @@ from humanseg.deploy.service import (
     RequestError,
     SegmentOptions,
     ServedModel,
+    browser_preprocessing,
     decode_image,
     json_answer,
     load_predictor,
@@ -52,6 +54,44 @@ WEB_DIR = Path(__file__).resolve().parent / "web"
 SETTINGS_ENV = "HUMANSEG_SERVE_SETTINGS"
 # Multipart framing around the image(s) and option fields, allowed on top of --max_bytes.
 MULTIPART_OVERHEAD = 64 * 1024
+# Where `make web` puts onnxruntime-web's browser files (npm, not committed), from the repo root.
+DEFAULT_ONNXRUNTIME_WEB = "node_modules/onnxruntime-web/dist"
+ORT_SCRIPT = "ort.wasm.min.js"
+
+
+class BrowserModel:
+    """The served model as an ONNX file for the page's in-browser inference: the model file
+    itself for the onnxruntime backend, else exported once (`humanseg export`, at the size the
+    page preprocesses to) on first request into a folder that lives as long as the server."""
+
+    def __init__(self, model: ServedModel, input_size: tuple[int, int]) -> None:
+        """Nothing is exported until `path()` is first called."""
+        self.model = model
+        self.input_size = input_size
+        self.lock = threading.Lock()
+        self.folder: tempfile.TemporaryDirectory | None = None
+
+    def path(self) -> Path:
+        """The ONNX file (exporting it on the first call; later calls wait for that one)."""
+        if self.model.backend == "onnxruntime":
+            return self.model.model_path
+        with self.lock:
+            if self.folder is None:
+                folder = tempfile.TemporaryDirectory(prefix="humanseg-serve-")
+                output = Path(folder.name) / f"{self.model.name}.onnx"
+                height, width = self.input_size
+                command = [sys.executable, "-m", "humanseg.cli", "export", "--config",
+                           str(self.model.config_path), "--model_path",
+                           str(self.model.model_path), "--input_size", str(height), str(width),
+                           "--output", str(output)]
+                result = subprocess.run(command, capture_output=True, text=True)
+                if result.returncode != 0:
+                    folder.cleanup()
+                    last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+                    raise RequestError(503, f"exporting {self.model.name} for the page failed: "
+                                            f"{last}")
+                self.folder = folder
+            return Path(self.folder.name) / f"{self.model.name}.onnx"
 
 
 @dataclass(frozen=True)
@@ -65,6 +105,7 @@ class ServeSettings:
     threads: int = 1
     max_bytes: int = Limits.max_bytes
     max_pixels: int = Limits.max_pixels
+    onnxruntime_web: str | None = DEFAULT_ONNXRUNTIME_WEB
 
 
 def load_model(settings: ServeSettings) -> ServedModel:
@@ -81,14 +122,27 @@ def load_model(settings: ServeSettings) -> ServedModel:
     return ServedModel(name, settings.backend, config_path, model_path, predictor)
 
 
-def create_app(model: ServedModel, limits: Limits) -> "FastAPI":
-    """The FastAPI application serving `model` within `limits`."""
+def create_app(model: ServedModel, limits: Limits, onnxruntime_web: Path | None = None,
+               ) -> "FastAPI":
+    """The FastAPI application serving `model` within `limits`; with onnxruntime-web's files in
+    `onnxruntime_web`, the page can also run the model itself."""
     from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import FileResponse, JSONResponse, Response
+    from fastapi.staticfiles import StaticFiles
 
     app = FastAPI(title="humanseg", docs_url=None, redoc_url=None)
     models = {model.name: model}
+    browser, unavailable = browser_preprocessing(model.config_path)
+    if onnxruntime_web is None or not (onnxruntime_web / ORT_SCRIPT).is_file():
+        browser, unavailable = None, (f"onnxruntime-web not found in {onnxruntime_web} "
+                                      "(make web installs it from npm)")
+    browser_model = None
+    if browser is not None:
+        app.mount("/static/ort", StaticFiles(directory=onnxruntime_web), name="onnxruntime-web")
+        browser_model = BrowserModel(model, tuple(browser["input_size"]))
+        browser = {**browser, "onnx": f"/v1/models/{model.name}/model.onnx",
+                   "runtime": f"/static/ort/{ORT_SCRIPT}"}
 
     def pick_model(name: str | None) -> ServedModel:
         """The requested model (default: the served one), or a 404 listing those served."""
@@ -115,7 +169,17 @@ def create_app(model: ServedModel, limits: Limits) -> "FastAPI":
     async def list_models() -> dict[str, object]:
         """The served models and their limits."""
         return {"models": [served.describe() for served in models.values()],
-                "default": model.name, "limits": asdict(limits)}
+                "default": model.name, "limits": asdict(limits),
+                "browser": browser, "browser_unavailable": unavailable or None}
+
+    @app.get("/v1/models/{name}/model.onnx")
+    async def browser_onnx(name: str) -> FileResponse:
+        """The model as ONNX for in-browser inference (404 where the page cannot run it)."""
+        pick_model(name)
+        if browser_model is None:
+            raise RequestError(404, f"in-browser inference unavailable: {unavailable}")
+        path = await run_in_threadpool(browser_model.path)
+        return FileResponse(path, media_type="application/octet-stream")
 
     @app.get("/")
     async def page() -> FileResponse:
@@ -271,7 +335,8 @@ def build_app(settings: ServeSettings) -> "FastAPI":
     import torch
 
     torch.set_num_threads(settings.threads)
-    return create_app(load_model(settings), Limits(settings.max_bytes, settings.max_pixels))
+    web = None if settings.onnxruntime_web is None else Path(settings.onnxruntime_web)
+    return create_app(load_model(settings), Limits(settings.max_bytes, settings.max_pixels), web)
 
 
 def is_loopback(host: str) -> bool:
@@ -310,6 +375,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest image upload in bytes")
     parser.add_argument("--max_pixels", type=positive, default=Limits.max_pixels,
                         help="largest image in pixels (read from its header before decoding)")
+    parser.add_argument("--onnxruntime_web", default=DEFAULT_ONNXRUNTIME_WEB,
+                        help="onnxruntime-web's dist folder, for in-browser inference on the "
+                             f"page (default {DEFAULT_ONNXRUNTIME_WEB}, installed by make web)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -317,7 +385,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = ServeSettings(args.model, args.config, args.model_path, args.backend,
-                             args.threads, args.max_bytes, args.max_pixels)
+                             args.threads, args.max_bytes, args.max_pixels, args.onnxruntime_web)
     app = build_app(settings)
     if not is_loopback(args.host):
         print(f"[SERVE] warning: binding {args.host}: reachable from other machines",

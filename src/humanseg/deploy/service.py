@@ -197,3 +197,25 @@ def json_answer(result: Segmentation, model: str, options: SegmentOptions,
     return {"model": model, "output": options.output, "width": shape[1], "height": shape[0],
             "person_fraction": result.person_fraction, "media_type": result.media_type,
             "image_base64": base64.b64encode(result.content).decode("ascii")}
+
+
+def browser_preprocessing(config_path: Path) -> tuple[dict[str, object] | None, str]:
+    """What a page needs to preprocess frames exactly as the config's val transforms do, when
+    those are a plain Resize then Normalize: ({input_size [H, W], mean, std}, "") ; otherwise
+    (None, the reason in a line)."""
+    from humanseg.config import load_config
+    from humanseg.data.transforms import fill3, width_height
+
+    transforms = (load_config(config_path).get("val_dataset") or {}).get("transforms") or []
+    kinds = [transform.get("type") for transform in transforms]
+    if kinds != ["Resize", "Normalize"]:
+        return None, (f"{config_path.name}: val transforms {kinds} are not the Resize, Normalize "
+                      "pair a page can reproduce")
+    resize, norm = transforms
+    if resize.get("keep_ratio") or resize.get("size_divisor") or \
+            resize.get("interp", "LINEAR") != "LINEAR":
+        return None, f"{config_path.name}: only a plain bilinear Resize runs in the page"
+    width, height = width_height(resize.get("target_size", (512, 512)), "target_size")
+    return {"input_size": [height, width],
+            "mean": list(fill3(norm.get("mean", 0.5), "mean")),
+            "std": list(fill3(norm.get("std", 0.5), "std"))}, ""

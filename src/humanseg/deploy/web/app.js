@@ -1,5 +1,7 @@
-// The humanseg page: photos go to POST /v1/segment, camera frames to the WebSocket /v1/stream
-// (or, with ?transport=http, one POST per frame); the server composites, the canvas shows it.
+// The humanseg page. Photos go to POST /v1/segment (the server's answer is exactly predict's).
+// Camera frames are segmented in the page by onnxruntime-web when the server offers the model
+// for it (GET /v1/models -> browser), else, or with ?inference=server, sent to the server over
+// the WebSocket /v1/stream (with ?transport=http, one POST per frame).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -7,13 +9,19 @@ const output = $("output");
 const context = output.getContext("2d");
 const video = $("camera-video");
 const grab = document.createElement("canvas");
-const transport = new URLSearchParams(location.search).get("transport") === "http" ? "http" : "ws";
+const params = new URLSearchParams(location.search);
+const transport = params.get("transport") === "http" ? "http" : "ws";
 const FRAME_QUALITY = 0.85;
+// humanseg.deploy.compose: the blur's sigma is 1/40 of the longer side, computed at 1/4 size.
+const BLUR_SIGMA_FRACTION = 1 / 40;
+const BLUR_DOWNSCALE = 4;
 
 let lastPhoto = null;
 let backgroundPicture = null;  // base64 of the chosen background file, for the WebSocket
+let backgroundBitmap = null;   // the same picture, for compositing in the page
 let camera = null;             // {stream, socket, running}
 let frameTimes = [];
+let inPage = null;             // {session, spec} once the model runs in the page
 
 function status(text) { $("status").textContent = text || ""; }
 
@@ -111,7 +119,7 @@ function showFrame(bitmap) {
 }
 
 function sendSettings() {
-  if (!camera || transport !== "ws" || camera.socket.readyState !== WebSocket.OPEN) return;
+  if (!camera || !camera.socket || camera.socket.readyState !== WebSocket.OPEN) return;
   const spec = backgroundSpec();
   if (spec === "image" && !backgroundPicture) {
     status("choose a background picture first");
@@ -142,16 +150,131 @@ function openSocket() {
   return socket;
 }
 
+function loadScript(url) {
+  return new Promise((resolve, reject) => {
+    const script = Object.assign(document.createElement("script"), { src: url });
+    script.onload = resolve;
+    script.onerror = () => reject(new Error(`could not load ${url}`));
+    document.head.appendChild(script);
+  });
+}
+
+// The served model in the page, when the server offers it and ?inference=server is not set.
+async function loadInPageModel() {
+  if (params.get("inference") === "server") return null;
+  const listing = await (await fetch("/v1/models")).json();
+  if (!listing.browser) {
+    if (params.get("inference") === "browser") status(listing.browser_unavailable);
+    return null;
+  }
+  status("loading the model into the page");
+  await loadScript(listing.browser.runtime);
+  ort.env.wasm.wasmPaths = listing.browser.runtime.replace(/[^/]*$/, "");
+  ort.env.wasm.numThreads = 1;  // threads need cross-origin isolation; one is plenty here
+  const session = await ort.InferenceSession.create(listing.browser.onnx,
+                                                    { executionProviders: ["wasm"] });
+  status("");
+  const [height, width] = listing.browser.input_size;
+  const canvas = (w, h) => Object.assign(document.createElement("canvas"), { width: w, height: h });
+  return { session, spec: listing.browser, width, height, small: canvas(width, height),
+           mask: canvas(width, height), person: canvas(1, 1), backdrop: canvas(1, 1),
+           input: new Float32Array(3 * width * height) };
+}
+
+// Preprocess as the config's val transforms (bilinear Resize, Normalize), run the model, and
+// return the person alpha (1 - background probability) as the mask canvas's alpha channel.
+async function inPageMask(model) {
+  const { width, height, input, spec } = model;
+  const context = model.small.getContext("2d", { willReadFrequently: true });
+  context.drawImage(video, 0, 0, width, height);
+  const rgba = context.getImageData(0, 0, width, height).data;
+  const plane = width * height;
+  for (let c = 0; c < 3; c++) {
+    const scale = 1 / (255 * spec.std[c]), shift = spec.mean[c] / spec.std[c];
+    for (let i = 0; i < plane; i++) input[c * plane + i] = rgba[4 * i + c] * scale - shift;
+  }
+  const tensor = new ort.Tensor("float32", input, [1, 3, height, width]);
+  const result = await model.session.run({ [model.session.inputNames[0]]: tensor });
+  const logits = result[model.session.outputNames[0]].data;
+  const classes = logits.length / plane;
+  const maskContext = model.mask.getContext("2d");
+  const alpha = maskContext.createImageData(width, height);
+  for (let i = 0; i < plane; i++) {
+    let total = 0;
+    for (let k = 0; k < classes; k++) total += Math.exp(logits[k * plane + i] - logits[i]);
+    alpha.data[4 * i + 3] = 255 * (1 - 1 / total);
+  }
+  maskContext.putImageData(alpha, 0, 0);
+}
+
+// The chosen background at the frame's size: blurred frame, colour, or the picture (cover).
+function paintBackground(model, context, width, height) {
+  const spec = backgroundSpec();
+  if (spec === "image" && backgroundBitmap) {
+    const scale = Math.max(width / backgroundBitmap.width, height / backgroundBitmap.height);
+    const w = backgroundBitmap.width * scale, h = backgroundBitmap.height * scale;
+    context.drawImage(backgroundBitmap, (width - w) / 2, (height - h) / 2, w, h);
+  } else if (spec.startsWith("#")) {
+    context.fillStyle = spec;
+    context.fillRect(0, 0, width, height);
+  } else {
+    const backdrop = model.backdrop;
+    backdrop.width = Math.max(1, Math.floor(width / BLUR_DOWNSCALE));
+    backdrop.height = Math.max(1, Math.floor(height / BLUR_DOWNSCALE));
+    backdrop.getContext("2d").drawImage(video, 0, 0, backdrop.width, backdrop.height);
+    context.drawImage(backdrop, 0, 0, width, height);  // under the blur: no dark border
+    context.filter = `blur(${Math.max(width, height) * BLUR_SIGMA_FRACTION}px)`;
+    context.drawImage(backdrop, 0, 0, width, height);
+    context.filter = "none";
+  }
+}
+
+async function inPageLoop() {
+  const model = inPage;
+  while (camera && camera.running) {
+    await inPageMask(model);
+    const width = video.videoWidth, height = video.videoHeight;
+    if (model.person.width !== width || model.person.height !== height) {
+      model.person.width = width;
+      model.person.height = height;
+    }
+    const person = model.person.getContext("2d");
+    person.globalCompositeOperation = "copy";
+    person.drawImage(video, 0, 0);
+    person.globalCompositeOperation = "destination-in";
+    person.drawImage(model.mask, 0, 0, width, height);  // the alpha, scaled up bilinearly
+    if (output.width !== width || output.height !== height) {
+      output.width = width;
+      output.height = height;
+    }
+    paintBackground(model, context, width, height);
+    context.drawImage(model.person, 0, 0);
+    output.dataset.frames = String(Number(output.dataset.frames) + 1);
+    countFrame();
+    output.dataset.source = "camera";
+    $("info").textContent = ` camera ${width}x${height}, model in the page`;
+    await new Promise((resolve) => setTimeout(resolve, 0));  // let the page breathe
+  }
+}
+
 async function startCamera() {
   try {
     const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
     video.srcObject = stream;
     await video.play();
-    camera = { stream, running: true, socket: transport === "ws" ? openSocket() : null };
+    try {
+      inPage = inPage || await loadInPageModel();
+    } catch (error) {
+      status(`in-page model unavailable, using the server: ${error.message}`);
+    }
+    const useSocket = !inPage && transport === "ws";
+    camera = { stream, running: true, socket: useSocket ? openSocket() : null };
+    output.dataset.inference = inPage ? "browser" : `server-${transport}`;
     frameTimes = [];
     $("camera").disabled = true;
     $("stop").disabled = false;
-    if (transport === "http") sendFrame();
+    if (inPage) inPageLoop();
+    else if (transport === "http") sendFrame();
   } catch (error) {
     status(`camera: ${error.message}`);
   }
@@ -185,6 +308,7 @@ $("background-file").addEventListener("change", () => {
   const file = $("background-file").files[0];
   if (!file) return;
   const reader = new FileReader();
+  createImageBitmap(file).then((bitmap) => { backgroundBitmap = bitmap; });
   reader.onload = () => {
     backgroundPicture = String(reader.result).split(",", 2)[1];
     document.querySelector("input[name=background][value=image]").checked = true;
