@@ -57,6 +57,7 @@ MULTIPART_OVERHEAD = 64 * 1024
 # Where `make web` puts onnxruntime-web's browser files (npm, not committed), from the repo root.
 DEFAULT_ONNXRUNTIME_WEB = "node_modules/onnxruntime-web/dist"
 ORT_SCRIPT = "ort.wasm.min.js"
+EXPORT_TIMEOUT_S = 600
 
 
 class BrowserModel:
@@ -84,12 +85,17 @@ class BrowserModel:
                            str(self.model.config_path), "--model_path",
                            str(self.model.model_path), "--input_size", str(height), str(width),
                            "--output", str(output)]
-                result = subprocess.run(command, capture_output=True, text=True)
-                if result.returncode != 0:
+                try:
+                    result = subprocess.run(command, capture_output=True, text=True,
+                                            timeout=EXPORT_TIMEOUT_S)
+                    failure = result.returncode != 0 and (
+                        result.stderr.strip().splitlines() or ["no message"])[-1]
+                except subprocess.TimeoutExpired:
+                    failure = f"not done after {EXPORT_TIMEOUT_S} s"
+                if failure:
                     folder.cleanup()
-                    last = (result.stderr.strip().splitlines() or ["no message"])[-1]
                     raise RequestError(503, f"exporting {self.model.name} for the page failed: "
-                                            f"{last}")
+                                            f"{failure}")
                 self.folder = folder
             return Path(self.folder.name) / f"{self.model.name}.onnx"
 
@@ -135,8 +141,8 @@ def create_app(model: ServedModel, limits: Limits, onnxruntime_web: Path | None 
     models = {model.name: model}
     browser, unavailable = browser_preprocessing(model.config_path)
     if onnxruntime_web is None or not (onnxruntime_web / ORT_SCRIPT).is_file():
-        browser, unavailable = None, (f"onnxruntime-web not found in {onnxruntime_web} "
-                                      "(make web installs it from npm)")
+        browser, unavailable = None, ("onnxruntime-web not found on the server "
+                                      "(--onnxruntime_web; make web installs it from npm)")
     browser_model = None
     if browser is not None:
         app.mount("/static/ort", StaticFiles(directory=onnxruntime_web), name="onnxruntime-web")
@@ -372,7 +378,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=positive, default=1,
                         help="torch CPU threads per process (onnxruntime uses 2)")
     parser.add_argument("--max_bytes", type=positive, default=Limits.max_bytes,
-                        help="largest image upload in bytes")
+                        help="largest image in bytes (a request body may add 64 KiB of "
+                             "multipart framing)")
     parser.add_argument("--max_pixels", type=positive, default=Limits.max_pixels,
                         help="largest image in pixels (read from its header before decoding)")
     parser.add_argument("--onnxruntime_web", default=DEFAULT_ONNXRUNTIME_WEB,
