@@ -29,6 +29,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "export": ("humanseg.deploy.export", "export a model to ONNX"),
     "video": ("humanseg.deploy.video", "replace or blur the background of a video or webcam"),
     "demo": ("humanseg.deploy.demo", "run the packaged model on a sample photo"),
+    "serve": ("humanseg.deploy.serve", "segmentation over HTTP and the webcam page (FastAPI)"),
 }
 DESCRIPTION = """\
 Portrait segmentation (PP-HumanSeg): cut people out of photos, replace or blur the background
