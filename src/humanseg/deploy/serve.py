@@ -368,12 +368,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default loopback; anything else exposes the "
                              "service to the network)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     parser.add_argument("--model", help=f"a named model: {PACKAGED_MODEL} (the packaged one, "
                                         "used when nothing is given)")
     parser.add_argument("--config", help="config of another model (with --model_path)")
     parser.add_argument("--model_path", help="model.pt, or model.onnx with --backend onnxruntime")
-    parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
+                        help="inference engine (onnxruntime exports a .pt model once, cached)")
     parser.add_argument("--workers", type=positive, default=1, help="server processes")
     parser.add_argument("--threads", type=positive, default=1,
                         help="torch CPU threads per process (onnxruntime uses 2)")
@@ -384,7 +385,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest image in pixels (read from its header before decoding)")
     parser.add_argument("--onnxruntime_web", default=DEFAULT_ONNXRUNTIME_WEB,
                         help="onnxruntime-web's dist folder, for in-browser inference on the "
-                             f"page (default {DEFAULT_ONNXRUNTIME_WEB}, installed by make web)")
+                             "page (installed by make web)")
 
 
 def run(args: argparse.Namespace) -> int:
