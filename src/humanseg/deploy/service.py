@@ -23,7 +23,6 @@ from humanseg.deploy.compose import (
     Background,
     compose,
     parse_colour,
-    person_probability,
     rgba_cutout,
 )
 from humanseg.engine.predict import Predictor, build_predictor
@@ -176,9 +175,9 @@ def segment(predictor: Predictor, image: np.ndarray, options: SegmentOptions) ->
     """Run the model on `image` and render the chosen output: `mask` (0/255, the label of
     `humanseg predict` scaled), `alpha` (person probability x 255), `cutout` (RGBA) or
     `composite` (the person on the chosen background)."""
-    probabilities = predictor(image)
-    person = probabilities.argmax(axis=0) != 0
-    alpha = person_probability(probabilities)
+    prediction = predictor.infer(image)  # the maps `humanseg predict` writes, made the same way
+    person = prediction.label() != 0
+    alpha = prediction.alpha()
     if options.output == "mask":
         result = person.astype(np.uint8) * 255
     elif options.output == "alpha":
