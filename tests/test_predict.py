@@ -260,3 +260,30 @@ def test_predict_resolves_model_paths_as_the_weights_module_does(lite_model, tmp
     assert main([*argv, "--backend", "onnxruntime"]) == 2  # no packaged ONNX model
     assert "--backend onnxruntime needs --config and --model_path" in capsys.readouterr().err
     assert not (tmp_path / "label").exists()
+
+
+def test_predict_region_options_reach_the_predictor(lite_model, tmp_path: Path, capsys) -> None:
+    import argparse
+
+    from scipy import ndimage
+
+    from humanseg.engine.predict import add_arguments, build_predictor
+    from humanseg.ops import DEFAULT_MIN_REGION_FRAC
+
+    config, model_path, photos = lite_model
+    argv = [str(photos / "wide.png"), "--config", str(config), "--model_path", str(model_path)]
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    for options, expected in (([], (DEFAULT_MIN_REGION_FRAC, False)),
+                              (["--min_region_frac", "0.3", "--main_subject"], (0.3, True))):
+        region_filter = build_predictor(parser.parse_args([*argv, *options])).region_filter
+        assert (region_filter.min_region_frac, region_filter.main_subject) == expected
+        assert not region_filter.track_subject  # photos are not frames of one video
+    assert main(["predict", *argv, "--main_subject", "--save_dir", str(tmp_path / "main")]) == 0
+    label = cv2.imread(str(tmp_path / "main" / "label" / "wide.png"), cv2.IMREAD_UNCHANGED)
+    assert ndimage.label(label == 1, np.ones((3, 3)))[1] <= 1
+    assert main(["predict", *argv, "--min_region_frac", "1.5",
+                 "--save_dir", str(tmp_path / "bad")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "min_region_frac must lie in [0, 1]" in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "bad").exists()

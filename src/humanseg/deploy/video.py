@@ -28,7 +28,7 @@ from humanseg.deploy.compose import (
     person_probability,
 )
 from humanseg.deploy.smoothing import FlowSmoother
-from humanseg.engine.predict import build_predictor
+from humanseg.engine.predict import add_region_arguments, build_predictor
 from humanseg.errors import HumanSegError
 from humanseg.io import atomic_path
 
@@ -75,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-smooth", action="store_true", help="turn temporal smoothing off")
     parser.add_argument("--max_frames", type=int, help="stop after this many frames")
+    add_region_arguments(parser)
 
 
 def is_camera(source: str) -> bool:
@@ -174,7 +175,9 @@ def run(args: argparse.Namespace) -> int:
     if args.backend == "torch":
         torch.set_num_threads(args.threads)
     try:
-        predictor = build_predictor(argparse.Namespace(**{**vars(args), "precision": "fp32"}))
+        predictor = build_predictor(
+            argparse.Namespace(**{**vars(args), "precision": "fp32", "track_subject": True})
+        )
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not is_camera(args.input) else 0
         if args.max_frames is not None and total > 0:
             total = min(total, args.max_frames)

@@ -27,6 +27,7 @@ from humanseg.engine.runtime import (
 )
 from humanseg.errors import HumanSegError
 from humanseg.io import list_images, read_image, write_image
+from humanseg.ops import DEFAULT_MIN_REGION_FRAC, RegionFilter
 from humanseg.weights import resolve_paths
 
 Forward = Callable[[np.ndarray], np.ndarray]
@@ -69,20 +70,25 @@ class TorchForward:
 class Predictor:
     """Preprocess with the config's val transforms, run `forward`, return full-size scores."""
 
-    def __init__(self, forward: Forward, transforms: Transform, num_classes: int) -> None:
-        """`transforms` maps an RGB uint8 image to a normalised float32 [3, h, w] array."""
+    def __init__(self, forward: Forward, transforms: Transform, num_classes: int,
+                 region_filter: RegionFilter | None = None) -> None:
+        """`transforms` maps an RGB uint8 image to a normalised float32 [3, h, w] array;
+        `region_filter` (optional) cleans the full-size probabilities (small / secondary
+        person regions)."""
         self.forward = forward
         self.transforms = transforms
         self.num_classes = int(num_classes)
         self.pipeline: PairedTransform | None = None
+        self.region_filter = region_filter
 
     @classmethod
     def from_pipeline(cls, forward: Forward, pipeline: PairedTransform,
-                      num_classes: int) -> Predictor:
+                      num_classes: int, region_filter: RegionFilter | None = None) -> Predictor:
         """A Predictor whose paired pipeline `(image, label) -> (chw, label)` also tells where
         the photo lies in the network input, so padding (e.g. PaddingByAspectRatio) is cropped
         off before the probabilities are resized back to the photo."""
-        predictor = cls(forward, lambda image: pipeline(image, None)[0], num_classes)
+        predictor = cls(forward, lambda image: pipeline(image, None)[0], num_classes,
+                        region_filter)
         predictor.pipeline = pipeline
         return predictor
 
@@ -112,7 +118,8 @@ class Predictor:
         probabilities = softmax(scores, axis=0).astype(np.float32)
         resized = cv2.resize(np.ascontiguousarray(probabilities.transpose(1, 2, 0)),
                              (width, height), interpolation=cv2.INTER_LINEAR)
-        return resized.reshape(height, width, -1).transpose(2, 0, 1)
+        resized = resized.reshape(height, width, -1).transpose(2, 0, 1)
+        return resized if self.region_filter is None else self.region_filter(resized)
 
     __call__ = predict
 
@@ -187,7 +194,12 @@ def build_predictor(args: argparse.Namespace) -> Predictor:
     if "val_dataset" not in cfg or "transforms" not in cfg["val_dataset"]:
         raise HumanSegError(f"{config_path}: val_dataset.transforms is needed for preprocessing")
     pipeline = build_transforms(cfg["val_dataset"]["transforms"], ("val_dataset", "transforms"))
-    return Predictor.from_pipeline(forward, pipeline, num_classes)
+    region_filter = RegionFilter(
+        getattr(args, "min_region_frac", DEFAULT_MIN_REGION_FRAC),
+        getattr(args, "main_subject", False),
+        track_subject=getattr(args, "track_subject", False),
+    )
+    return Predictor.from_pipeline(forward, pipeline, num_classes, region_filter)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -201,6 +213,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    add_region_arguments(parser)
+
+
+def add_region_arguments(parser: argparse.ArgumentParser) -> None:
+    """The mask-cleaning options `predict` and `video` share (humanseg.ops.regions)."""
+    parser.add_argument(
+        "--min_region_frac", type=float, default=DEFAULT_MIN_REGION_FRAC,
+        help="drop person regions smaller than this fraction of the largest "
+        f"(default {DEFAULT_MIN_REGION_FRAC}; 0 keeps every region)",
+    )
+    parser.add_argument("--main_subject", action="store_true",
+                        help="keep only the main person region (in video: the one followed)")
 
 
 def run(args: argparse.Namespace) -> int:
