@@ -111,6 +111,23 @@ def score_run(model_path: Path, cfg: dict[str, Any], dataset: Any) -> dict[str, 
     }
 
 
+def cached_score(model_path: Path, cfg: dict[str, Any], dataset: Any, cache: Path) -> dict:
+    """`score_run`, kept beside the model (`cache`.json + .npz of the predictions) so that a
+    report can be redrawn, or runs scored as they finish; redone when the model is newer."""
+    table, arrays = cache.with_suffix(".json"), cache.with_suffix(".npz")
+    if table.exists() and arrays.exists() and table.stat().st_mtime >= model_path.stat().st_mtime:
+        score = json.loads(table.read_text())
+        with np.load(arrays) as stored:
+            score["predictions"] = [stored[f"p{i}"] for i in range(len(stored.files))]
+        return score
+    score = score_run(model_path, cfg, dataset)
+    with atomic_path(arrays) as tmp, tmp.open("wb") as handle:
+        np.savez_compressed(handle, **{f"p{i}": p for i, p in enumerate(score["predictions"])})
+    with atomic_path(table) as tmp:
+        tmp.write_text(json.dumps({k: v for k, v in score.items() if k != "predictions"}))
+    return score
+
+
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """TensorBoard scalars of a run as {tag: [(step, value), ...]} (last write of each step)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -328,9 +345,13 @@ def main() -> None:
     for run_dir in sorted(args.ablation.iterdir()):
         match = RUN_NAME.match(run_dir.name)
         if match and run_dir.is_dir():
+            if not any(run_dir.glob("iter_*/model.pt")):
+                print(f"{run_dir.name}: no checkpoint yet, left out", flush=True)
+                continue
+            model_path = final_model(run_dir)
             runs[run_dir.name] = {
                 "arm": match["arm"], "seed": int(match["seed"]),
-                "score": score_run(final_model(run_dir), cfg, dataset),
+                "score": cached_score(model_path, cfg, dataset, model_path.parent / "score"),
                 "curves": scalars(run_dir),
             }
             print(f"{run_dir.name}: mIoU {runs[run_dir.name]['score']['miou']:.4f}", flush=True)
@@ -339,7 +360,8 @@ def main() -> None:
     default = None
     if args.default is not None:
         default_model = args.default if args.default.is_file() else final_model(args.default)
-        default = {"score": score_run(default_model, cfg, dataset)}
+        default = {"score": cached_score(default_model, cfg, dataset,
+                                         args.save_dir / "default_score")}
     plot_curves(runs, args.out / f"{args.prefix}training_curves.png")
     plot_arms(runs, args.out / f"{args.prefix}arms_per_source.png")
     examples = []

@@ -15,7 +15,7 @@ import numpy as np
 from humanseg.errors import HumanSegError
 
 EDGE_FRACTION = 0.01  # soft band kept around a kept region, as a fraction of the longer side
-DEFAULT_MIN_REGION_FRAC = 0.1  # the predict / video default (docs/results.md: measured choice)
+DEFAULT_MIN_REGION_FRAC = 0.02  # predict / video default, measured in docs/results.md
 
 
 @dataclass(frozen=True)
