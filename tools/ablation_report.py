@@ -210,11 +210,12 @@ def mask_tile(mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
 
 
 def plot_fragments(
-    dataset: Any, ce: dict[str, Any], scl: dict[str, Any], path: Path, rows_each: int = 2
+    dataset: Any, first: dict[str, Any], second: dict[str, Any], path: Path,
+    names: tuple[str, str] = ("CE-only", "CE+SC"), rows_each: int = 2,
 ) -> list[str]:
-    """Label | CE-only | CE+SC masks: the photos where CE-only has the most components more
-    than CE+SC, then those where CE+SC has the most more (both directions, not a showcase)."""
-    excess = np.array(ce["pred_counts"]) - np.array(scl["pred_counts"])
+    """Label | first arm | second arm masks: the photos where the first has the most components
+    more than the second, then the reverse (both directions, not a showcase)."""
+    excess = np.array(first["pred_counts"]) - np.array(second["pred_counts"])
     order = np.argsort(-excess, kind="stable")
     chosen = [int(i) for i in order[:rows_each]] + [int(i) for i in order[::-1][:rows_each]]
     lines = []
@@ -222,8 +223,8 @@ def plot_fragments(
         _, label = dataset.raw(index)
         tiles = [
             mask_tile(label, (0, 200, 0)),
-            mask_tile(ce["predictions"][index], (230, 120, 0)),
-            mask_tile(scl["predictions"][index], (0, 110, 230)),
+            mask_tile(first["predictions"][index], (230, 120, 0)),
+            mask_tile(second["predictions"][index], (0, 110, 230)),
         ]
         lines.append(np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0))) for t in tiles], axis=1))
     width = max(line.shape[1] for line in lines)
@@ -231,8 +232,8 @@ def plot_fragments(
                            for line in lines], axis=0)
     write_small_png(path, grid)
     return [
-        f"{dataset.samples[i].image.name}: label {ce['label_counts'][i]}, "
-        f"CE-only {ce['pred_counts'][i]}, CE+SC {scl['pred_counts'][i]} components"
+        f"{dataset.samples[i].image.name}: label {first['label_counts'][i]}, "
+        f"{names[0]} {first['pred_counts'][i]}, {names[1]} {second['pred_counts'][i]} components"
         for i in chosen
     ]
 
@@ -290,8 +291,8 @@ def markdown(default: dict[str, Any] | None, runs: dict[str, dict[str, Any]]) ->
 
 
 def plot_arms(runs: dict[str, dict[str, Any]], path: Path) -> None:
-    """Per source: mIoU, connectivity and predicted / label person components, one bar per arm
-    (mean over seeds) with each seed as a dot."""
+    """Per source: mIoU (in points against the first arm's mean), connectivity and predicted /
+    label person components; one bar per arm (mean over seeds), each seed a dot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -299,7 +300,10 @@ def plot_arms(runs: dict[str, dict[str, Any]], path: Path) -> None:
 
     arms = [arm for arm in ARM_TITLES if any(r["arm"] == arm for r in runs.values())]
     sources = sorted(next(iter(runs.values()))["score"]["per_source"])
-    panels = [("miou", "mIoU"), ("connectivity", "connectivity"),
+    baseline = {source: np.mean([r["score"]["per_source"][source]["miou"] for r in runs.values()
+                                 if r["arm"] == arms[0]]) for source in sources}
+    panels = [("miou", f"mIoU change vs {ARM_TITLES[arms[0]]} (points)"),
+              ("connectivity", "connectivity"),
               ("ratio", "person components / image, prediction / label")]
     figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
     width = 0.8 / len(arms)
@@ -311,7 +315,8 @@ def plot_arms(runs: dict[str, dict[str, Any]], path: Path) -> None:
                 by_source = run["score"]["per_source"]
                 per_seed.append([
                     by_source[s]["pred_components"] / by_source[s]["label_components"]
-                    if key == "ratio" else by_source[s][key] for s in sources])
+                    if key == "ratio" else 100 * (by_source[s]["miou"] - baseline[s])
+                    if key == "miou" else by_source[s][key] for s in sources])
             values = np.array(per_seed)
             axis.bar(positions, values.mean(0), width, color=ARM_COLOURS[arm],
                      label=ARM_TITLES[arm], alpha=0.8)
@@ -321,7 +326,7 @@ def plot_arms(runs: dict[str, dict[str, Any]], path: Path) -> None:
         axis.set_xticklabels(sources, fontsize=8)
         axis.set_title(title, fontsize=10)
         axis.grid(alpha=0.3, axis="y")
-    axes[0].set_ylim(0.5, 1.0)
+    axes[0].axhline(0, color="black", linewidth=1)
     axes[0].legend(fontsize=7)
     save_figure(figure, path, "held-out photos, bars: mean over seeds, dots: seeds")
 
@@ -356,7 +361,7 @@ def main() -> None:
             }
             print(f"{run_dir.name}: mIoU {runs[run_dir.name]['score']['miou']:.4f}", flush=True)
     if not runs:
-        raise HumanSegError(f"{args.ablation}: no ce_seedN / scl_seedN run folders")
+        raise HumanSegError(f"{args.ablation}: no ARM_seedN run folders (ARM: ce, scl, scl_soft)")
     default = None
     if args.default is not None:
         default_model = args.default if args.default.is_file() else final_model(args.default)
@@ -366,10 +371,13 @@ def main() -> None:
     plot_arms(runs, args.out / f"{args.prefix}arms_per_source.png")
     examples = []
     first_seed = min(run["seed"] for run in runs.values())
-    if f"ce_seed{first_seed}" in runs and f"scl_seed{first_seed}" in runs:
-        examples = plot_fragments(dataset, runs[f"ce_seed{first_seed}"]["score"],
-                                  runs[f"scl_seed{first_seed}"]["score"],
-                                  args.out / f"{args.prefix}fragmented_vs_clean.png")
+    pair = ("scl", "scl_soft") if any(r["arm"] == "scl_soft" for r in runs.values()) else (
+        "ce", "scl")
+    first, second = (runs.get(f"{arm}_seed{first_seed}") for arm in pair)
+    if first and second:
+        examples = plot_fragments(dataset, first["score"], second["score"],
+                                  args.out / f"{args.prefix}fragmented_vs_clean.png",
+                                  (ARM_TITLES[pair[0]], ARM_TITLES[pair[1]]))
     table = markdown(default, runs)
     table += f"\nFragmented-vs-clean examples (seed {first_seed}):\n\n"
     table += "".join(f"- {line}\n" for line in examples)
