@@ -163,7 +163,9 @@ def plot_curves(runs: dict[str, dict[str, Any]], path: Path) -> None:
         ("Train/SemanticConnectivityLoss", "training SC loss (CE + SC runs)", True),
         ("Evaluate/miou", "validation mIoU", False),
         ("Evaluate/connectivity", "validation connectivity", False),
-    ]
+    ]  # runs trained without --do_eval have no validation curves: their panels are left out
+    panels = [panel for panel in panels
+              if any(run["curves"].get(panel[0]) for run in runs.values())]
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for axis, (tag, title, smoothed) in zip(axes, panels, strict=True):
         for name, run in runs.items():
