@@ -55,7 +55,7 @@ ABLATION_ITERS=300
 ABLATION_SEEDS=${ABLATION_SEEDS:-1 2 3}
 UNMATCHED_DIR=output/portrait/unmatched_ablation
 UNMATCHED_CONFIGS=configs/portrait/unmatched_ablation
-UNMATCHED_ITERS=${UNMATCHED_ITERS:-250}
+UNMATCHED_ITERS=${UNMATCHED_ITERS:-250}  # the configs' iters
 COMMON=(--do_eval --use_vdl --precision bf16 --num_workers 1 --log_iters 10 --keep_checkpoint_max 1)
 
 prepare() {
