@@ -400,3 +400,16 @@ def test_base_merging_matches_paddleseg_itself(tmp_path: Path) -> None:
         check=True, capture_output=True, text=True, timeout=300,
     )
     assert load_config(top) == json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_unmatched_ablation_arms_differ_only_in_the_loss() -> None:
+    folder = REPO / "configs" / "portrait" / "unmatched_ablation"
+    arms = {path.stem: load_config(path) for path in sorted(folder.glob("*.yml"))}
+    assert set(arms) == {"ce", "scl", "scl_soft"}
+    assert arms["scl"]["model"]["pretrained"] == "src/humanseg/weights/default.pt"
+    assert arms["scl"]["iters"] == 250  # as run (tools/train_default.sh unmatched)
+    assert arms["ce"]["loss"] == {"types": [{"type": "CrossEntropyLoss"}], "coef": [1]}
+    assert arms["scl_soft"]["loss"]["types"][1] == {
+        "type": "SemanticConnectivityLoss", "unmatched": "soft"}
+    without_loss = [{k: v for k, v in cfg.items() if k != "loss"} for cfg in arms.values()]
+    assert without_loss[0] == without_loss[1] == without_loss[2]

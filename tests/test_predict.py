@@ -356,3 +356,30 @@ def test_a_truncated_photo_is_segmented_with_a_one_line_warning(lite_model, tmp_
         f"humanseg predict: warning: {cut}: truncated JPEG (the data stops before the image's "
         "end); the missing lower part decodes as flat grey, so results there are meaningless"]
     assert (tmp_path / "out" / "cutout" / "cut.png").is_file()
+
+
+def test_predict_region_options_reach_the_predictor(lite_model, tmp_path: Path, capsys) -> None:
+    import argparse
+
+    from scipy import ndimage
+
+    from humanseg.engine.predict import add_arguments, build_predictor
+    from humanseg.ops import DEFAULT_MIN_REGION_FRAC
+
+    config, model_path, photos = lite_model
+    argv = [str(photos / "wide.png"), "--config", str(config), "--model_path", str(model_path)]
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    for options, expected in (([], (DEFAULT_MIN_REGION_FRAC, False)),
+                              (["--min_region_frac", "0.3", "--main_subject"], (0.3, True))):
+        region_filter = build_predictor(parser.parse_args([*argv, *options])).region_filter
+        assert (region_filter.min_region_frac, region_filter.main_subject) == expected
+        assert not region_filter.track_subject  # photos are not frames of one video
+    assert main(["predict", *argv, "--main_subject", "--save_dir", str(tmp_path / "main")]) == 0
+    label = cv2.imread(str(tmp_path / "main" / "label" / "wide.png"), cv2.IMREAD_UNCHANGED)
+    assert ndimage.label(label == 1, np.ones((3, 3)))[1] <= 1
+    assert main(["predict", *argv, "--min_region_frac", "1.5",
+                 "--save_dir", str(tmp_path / "bad")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "min_region_frac must lie in [0, 1]" in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "bad").exists()

@@ -548,6 +548,11 @@ def test_unmatched_soft_descent_step_removes_a_lone_blob_and_keeps_the_person() 
     assert hard_connectivity_loss(after, labels).item() == 0.0
 
 
-def test_unmatched_mode_is_checked() -> None:
+def test_unmatched_mode_is_a_config_key_and_is_checked() -> None:
+    from humanseg.losses import build_loss_from_config
+
+    mix = build_loss_from_config({"types": [{"type": "SemanticConnectivityLoss",
+                                             "unmatched": "soft"}], "coef": [1]})
+    assert [loss.unmatched for loss in mix.mix.losses] == ["soft"]
     with pytest.raises(HumanSegError, match="unmatched must be one of hard, soft"):
         SemanticConnectivityLoss(unmatched="max")

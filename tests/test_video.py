@@ -95,6 +95,32 @@ def test_video_end_to_end(tmp_path: Path, model_files, capsys) -> None:
     assert sorted(p.name for p in output.parent.iterdir()) == ["green.mp4"]  # no temp files
 
 
+def test_video_region_options_follow_the_subject(tmp_path: Path, model_files, monkeypatch) -> None:
+    config, model_path = model_files
+    filters = []
+
+    def recording_build_predictor(args: argparse.Namespace):
+        predictor = build_predictor(args)
+        filters.append(predictor.region_filter)
+        return predictor
+
+    monkeypatch.setattr(video, "build_predictor", recording_build_predictor)
+    source = write_test_video(tmp_path / "still.mp4", still_frames(3))
+    output = tmp_path / "out.mp4"
+    model_args = ["--config", str(config), "--model_path", str(model_path)]
+    assert run_video("--input", str(source), "--output", str(output), *model_args,
+                     "--main_subject", "--min_region_frac", "0.2") == 0
+    assert len(read_video(output)) == 3
+    (region_filter,) = filters
+    assert (region_filter.min_region_frac, region_filter.main_subject) == (0.2, True)
+    assert region_filter.track_subject  # frames of one video: the subject is followed
+    assert region_filter.previous_subject.shape == FRAME_SIZE
+    with pytest.raises(HumanSegError, match=r"min_region_frac must lie in \[0, 1\]"):
+        run_video("--input", str(source), "--output", str(tmp_path / "bad.mp4"), *model_args,
+                  "--min_region_frac", "-0.1")
+    assert not (tmp_path / "bad.mp4").exists()
+
+
 def test_smoothing_reduces_flicker_of_a_real_model(model_files) -> None:
     """A random model's masks jump with the noise; fused along the flow they change much less."""
     config, model_path = model_files

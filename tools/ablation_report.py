@@ -1,11 +1,13 @@
 """Score the portrait runs on the held-out photos and draw the SCL ablation's table and plots.
 
 For the default model (a model file, or a run folder's final iteration) and every ablation run
-(`ARM_seedN` folders, ARM = `ce` or `scl`; their final iterations), the model is scored in
-fp32 on the config's val_dataset at the photos' full resolution: mIoU, connectivity, and the
-mean number of 8-connected person components per image in the prediction against the label's.
+(`ARM_seedN` folders, ARM = `ce`, `scl` or `scl_soft`; their final iterations), the model is
+scored in fp32 on the config's val_dataset at the photos' full resolution: mIoU, person IoU,
+connectivity, and the mean number of 8-connected person components per image in the prediction
+against the label's, overall and per source.
 Training curves come from each ablation run's TensorBoard scalars.
-Writes `report.json` and `report.md` (the tables) to `--save_dir` and two PNGs to `--out`.
+Writes `report.json` and `report.md` (the tables) to `--save_dir` and three PNGs to `--out`
+(names start with `--prefix`).
 
     .venv/bin/python tools/ablation_report.py --default output/portrait/default \
         --ablation output/portrait/ablation --config CONFIG.yml --out docs/figures
@@ -36,9 +38,9 @@ from humanseg.ops import label_components
 
 PERSON = 1
 IGNORE = 255
-RUN_NAME = re.compile(r"^(?P<arm>ce|scl)_seed(?P<seed>\d+)$")
-ARM_TITLES = {"ce": "CE only", "scl": "CE + SC loss"}
-ARM_COLOURS = {"ce": "tab:orange", "scl": "tab:blue"}
+RUN_NAME = re.compile(r"^(?P<arm>ce|scl|scl_soft)_seed(?P<seed>\d+)$")
+ARM_TITLES = {"ce": "CE only", "scl": "CE + SC loss", "scl_soft": "CE + SC (unmatched soft)"}
+ARM_COLOURS = {"ce": "tab:orange", "scl": "tab:blue", "scl_soft": "tab:green"}
 TILE_HEIGHT = 120
 
 
@@ -72,7 +74,7 @@ def score_run(model_path: Path, cfg: dict[str, Any], dataset: Any) -> dict[str, 
     model.eval()
     overall = SegMetrics(2, ignore_index=IGNORE)
     per_source: dict[str, SegMetrics] = defaultdict(lambda: SegMetrics(2, ignore_index=IGNORE))
-    predictions, pred_counts, label_counts = [], [], []
+    predictions, pred_counts, label_counts, sources = [], [], [], []
     for index in range(len(dataset)):
         inputs, label, placement = photo_sample(dataset, index)  # as `humanseg val` scores
         scores = infer_scores(model, torch.from_numpy(inputs)[None], tuple(inputs.shape[-2:]),
@@ -80,13 +82,22 @@ def score_run(model_path: Path, cfg: dict[str, Any], dataset: Any) -> dict[str, 
         prediction = photo_label(scores[0].numpy(), placement, label.shape)
         truth = label.astype(np.uint8)
         overall.update(prediction[None], truth[None])
-        per_source[source_name(dataset.samples[index].source.images)].update(
-            prediction[None], truth[None]
-        )
+        sources.append(source_name(dataset.samples[index].source.images))
+        per_source[sources[-1]].update(prediction[None], truth[None])
         predictions.append(prediction)
         pred_counts.append(person_components(prediction))
         label_counts.append(person_components(np.where(truth == IGNORE, 0, truth)))
     metrics = overall.compute()
+    by_source = {}
+    for name, source_metrics in sorted(per_source.items()):
+        scores = source_metrics.compute()
+        mine = [i for i, source in enumerate(sources) if source == name]
+        by_source[name] = {
+            "miou": scores["miou"], "person_iou": scores["class_iou"][PERSON],
+            "connectivity": scores["connectivity"],
+            "pred_components": float(np.mean([pred_counts[i] for i in mine])),
+            "label_components": float(np.mean([label_counts[i] for i in mine])),
+        }
     return {
         "model": str(model_path),
         "miou": metrics["miou"],
@@ -94,11 +105,29 @@ def score_run(model_path: Path, cfg: dict[str, Any], dataset: Any) -> dict[str, 
         "connectivity": metrics["connectivity"],
         "pred_components": float(np.mean(pred_counts)),
         "label_components": float(np.mean(label_counts)),
-        "per_source_miou": {name: m.compute()["miou"] for name, m in sorted(per_source.items())},
+        "per_source_miou": {name: scores["miou"] for name, scores in by_source.items()},
+        "per_source": by_source,
         "pred_counts": pred_counts,
         "label_counts": label_counts,
         "predictions": predictions,
     }
+
+
+def cached_score(model_path: Path, cfg: dict[str, Any], dataset: Any, cache: Path) -> dict:
+    """`score_run`, kept beside the model (`cache`.json + .npz of the predictions) so that a
+    report can be redrawn, or runs scored as they finish; redone when the model is newer."""
+    table, arrays = cache.with_suffix(".json"), cache.with_suffix(".npz")
+    if table.exists() and arrays.exists() and table.stat().st_mtime >= model_path.stat().st_mtime:
+        score = json.loads(table.read_text())
+        with np.load(arrays) as stored:
+            score["predictions"] = [stored[f"p{i}"] for i in range(len(stored.files))]
+        return score
+    score = score_run(model_path, cfg, dataset)
+    with atomic_path(arrays) as tmp, tmp.open("wb") as handle:
+        np.savez_compressed(handle, **{f"p{i}": p for i, p in enumerate(score["predictions"])})
+    with atomic_path(table) as tmp:
+        tmp.write_text(json.dumps({k: v for k, v in score.items() if k != "predictions"}))
+    return score
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -133,10 +162,12 @@ def plot_curves(runs: dict[str, dict[str, Any]], path: Path) -> None:
 
     panels = [
         ("Train/CrossEntropyLoss", "training cross-entropy (5-log average)", True),
-        ("Train/SemanticConnectivityLoss", "training SC loss (CE+SC runs)", True),
+        ("Train/SemanticConnectivityLoss", "training SC loss (CE + SC runs)", True),
         ("Evaluate/miou", "validation mIoU", False),
         ("Evaluate/connectivity", "validation connectivity", False),
-    ]
+    ]  # runs trained without --do_eval have no validation curves: their panels are left out
+    panels = [panel for panel in panels
+              if any(run["curves"].get(panel[0]) for run in runs.values())]
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for axis, (tag, title, smoothed) in zip(axes, panels, strict=True):
         for name, run in runs.items():
@@ -153,6 +184,16 @@ def plot_curves(runs: dict[str, dict[str, Any]], path: Path) -> None:
         axis.set_xlabel("iteration")
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
+    save_figure(figure, path)
+
+
+def save_figure(figure: Any, path: Path, title: str | None = None) -> None:
+    """Lay out a matplotlib figure, title it with the machine and date, write it as a PNG
+    atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    if title is not None:
+        figure.suptitle(f"{title} (2026-12-01, 2-core CPU shared with other jobs)", fontsize=9)
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=80)
@@ -173,11 +214,12 @@ def mask_tile(mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
 
 
 def plot_fragments(
-    dataset: Any, ce: dict[str, Any], scl: dict[str, Any], path: Path, rows_each: int = 2
+    dataset: Any, first: dict[str, Any], second: dict[str, Any], path: Path,
+    names: tuple[str, str] = ("CE-only", "CE+SC"), rows_each: int = 2,
 ) -> list[str]:
-    """Label | CE-only | CE+SC masks: the photos where CE-only has the most components more
-    than CE+SC, then those where CE+SC has the most more (both directions, not a showcase)."""
-    excess = np.array(ce["pred_counts"]) - np.array(scl["pred_counts"])
+    """Label | first arm | second arm masks: the photos where the first has the most components
+    more than the second, then the reverse (both directions, not a showcase)."""
+    excess = np.array(first["pred_counts"]) - np.array(second["pred_counts"])
     order = np.argsort(-excess, kind="stable")
     chosen = [int(i) for i in order[:rows_each]] + [int(i) for i in order[::-1][:rows_each]]
     lines = []
@@ -185,8 +227,8 @@ def plot_fragments(
         _, label = dataset.raw(index)
         tiles = [
             mask_tile(label, (0, 200, 0)),
-            mask_tile(ce["predictions"][index], (230, 120, 0)),
-            mask_tile(scl["predictions"][index], (0, 110, 230)),
+            mask_tile(first["predictions"][index], (230, 120, 0)),
+            mask_tile(second["predictions"][index], (0, 110, 230)),
         ]
         lines.append(np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0))) for t in tiles], axis=1))
     width = max(line.shape[1] for line in lines)
@@ -194,8 +236,8 @@ def plot_fragments(
                            for line in lines], axis=0)
     write_small_png(path, grid)
     return [
-        f"{dataset.samples[i].image.name}: label {ce['label_counts'][i]}, "
-        f"CE-only {ce['pred_counts'][i]}, CE+SC {scl['pred_counts'][i]} components"
+        f"{dataset.samples[i].image.name}: label {first['label_counts'][i]}, "
+        f"{names[0]} {first['pred_counts'][i]}, {names[1]} {second['pred_counts'][i]} components"
         for i in chosen
     ]
 
@@ -233,14 +275,64 @@ def markdown(default: dict[str, Any] | None, runs: dict[str, dict[str, Any]]) ->
         text += row(name, run["score"])
     text += ("\n| arm | seeds | mIoU | connectivity | components / image (pred) |\n"
              "|---|---|---|---|---|\n")
-    for arm in ("ce", "scl"):
+    for arm in ARM_TITLES:
         scores = [r["score"] for r in runs.values() if r["arm"] == arm]
         if scores:
             text += (f"| {ARM_TITLES[arm]} | {len(scores)} "
                      f"| {mean_std([s['miou'] for s in scores])} "
                      f"| {mean_std([s['connectivity'] for s in scores])} "
                      f"| {mean_std([s['pred_components'] for s in scores])} |\n")
+    text += ("\nPer source, mean over seeds:\n\n| arm | source | mIoU | person IoU | connectivity "
+             "| components / image (pred) | (label) |\n|---|---|---|---|---|---|---|\n")
+    for arm in ARM_TITLES:
+        scores = [r["score"]["per_source"] for r in runs.values() if r["arm"] == arm]
+        for source in sorted(scores[0]) if scores else []:
+            mean = {key: np.mean([s[source][key] for s in scores]) for key in scores[0][source]}
+            text += (f"| {ARM_TITLES[arm]} | {source} | {mean['miou']:.4f} "
+                     f"| {mean['person_iou']:.4f} | {mean['connectivity']:.4f} "
+                     f"| {mean['pred_components']:.2f} | {mean['label_components']:.2f} |\n")
     return text
+
+
+def plot_arms(runs: dict[str, dict[str, Any]], path: Path) -> None:
+    """Per source: mIoU (in points against the first arm's mean), connectivity and predicted /
+    label person components; one bar per arm (mean over seeds), each seed a dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = [arm for arm in ARM_TITLES if any(r["arm"] == arm for r in runs.values())]
+    sources = sorted(next(iter(runs.values()))["score"]["per_source"])
+    baseline = {source: np.mean([r["score"]["per_source"][source]["miou"] for r in runs.values()
+                                 if r["arm"] == arms[0]]) for source in sources}
+    panels = [("miou", f"mIoU change vs {ARM_TITLES[arms[0]]} (points)"),
+              ("connectivity", "connectivity"),
+              ("ratio", "person components / image, prediction / label")]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+    width = 0.8 / len(arms)
+    for axis, (key, title) in zip(axes, panels, strict=True):
+        for offset, arm in enumerate(arms):
+            positions = np.arange(len(sources)) + (offset - (len(arms) - 1) / 2) * width
+            per_seed = []
+            for run in (r for r in runs.values() if r["arm"] == arm):
+                by_source = run["score"]["per_source"]
+                per_seed.append([
+                    by_source[s]["pred_components"] / by_source[s]["label_components"]
+                    if key == "ratio" else 100 * (by_source[s]["miou"] - baseline[s])
+                    if key == "miou" else by_source[s][key] for s in sources])
+            values = np.array(per_seed)
+            axis.bar(positions, values.mean(0), width, color=ARM_COLOURS[arm],
+                     label=ARM_TITLES[arm], alpha=0.8)
+            for seed_values in values:
+                axis.plot(positions, seed_values, "k.", markersize=4)
+        axis.set_xticks(np.arange(len(sources)))
+        axis.set_xticklabels(sources, fontsize=8)
+        axis.set_title(title, fontsize=10)
+        axis.grid(alpha=0.3, axis="y")
+    axes[0].axhline(0, color="black", linewidth=1)
+    axes[0].legend(fontsize=7)
+    save_figure(figure, path, "held-out photos, bars: mean over seeds, dots: seeds")
 
 
 def main() -> None:
@@ -253,6 +345,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/figures"), help="PNG folder")
     parser.add_argument("--save_dir", type=Path, default=Path("output/portrait"),
                         help="where report.json and report.md go")
+    parser.add_argument("--prefix", default="scl_", help="start of the PNG file names")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = load_config(args.config)
@@ -261,25 +354,34 @@ def main() -> None:
     for run_dir in sorted(args.ablation.iterdir()):
         match = RUN_NAME.match(run_dir.name)
         if match and run_dir.is_dir():
+            if not any(run_dir.glob("iter_*/model.pt")):
+                print(f"{run_dir.name}: no checkpoint yet, left out", flush=True)
+                continue
+            model_path = final_model(run_dir)
             runs[run_dir.name] = {
                 "arm": match["arm"], "seed": int(match["seed"]),
-                "score": score_run(final_model(run_dir), cfg, dataset),
+                "score": cached_score(model_path, cfg, dataset, model_path.parent / "score"),
                 "curves": scalars(run_dir),
             }
             print(f"{run_dir.name}: mIoU {runs[run_dir.name]['score']['miou']:.4f}", flush=True)
     if not runs:
-        raise HumanSegError(f"{args.ablation}: no ce_seedN / scl_seedN run folders")
+        raise HumanSegError(f"{args.ablation}: no ARM_seedN run folders (ARM: ce, scl, scl_soft)")
     default = None
     if args.default is not None:
         default_model = args.default if args.default.is_file() else final_model(args.default)
-        default = {"score": score_run(default_model, cfg, dataset)}
-    plot_curves(runs, args.out / "scl_training_curves.png")
+        default = {"score": cached_score(default_model, cfg, dataset,
+                                         args.save_dir / "default_score")}
+    plot_curves(runs, args.out / f"{args.prefix}training_curves.png")
+    plot_arms(runs, args.out / f"{args.prefix}arms_per_source.png")
     examples = []
     first_seed = min(run["seed"] for run in runs.values())
-    if f"ce_seed{first_seed}" in runs and f"scl_seed{first_seed}" in runs:
-        examples = plot_fragments(dataset, runs[f"ce_seed{first_seed}"]["score"],
-                                  runs[f"scl_seed{first_seed}"]["score"],
-                                  args.out / "scl_fragmented_vs_clean.png")
+    pair = ("scl", "scl_soft") if any(r["arm"] == "scl_soft" for r in runs.values()) else (
+        "ce", "scl")
+    first, second = (runs.get(f"{arm}_seed{first_seed}") for arm in pair)
+    if first and second:
+        examples = plot_fragments(dataset, first["score"], second["score"],
+                                  args.out / f"{args.prefix}fragmented_vs_clean.png",
+                                  (ARM_TITLES[pair[0]], ARM_TITLES[pair[1]]))
     table = markdown(default, runs)
     table += f"\nFragmented-vs-clean examples (seed {first_seed}):\n\n"
     table += "".join(f"- {line}\n" for line in examples)

@@ -19,6 +19,10 @@
 #   tools/train_default.sh ship_scratch  # copy that model + config into src/humanseg/weights
 #   tools/train_default.sh ablation   # CE vs CE + SC, seeds 1 2 3 -> output/portrait/ablation
 #   tools/train_default.sh report     # tables and plots -> docs/results.md figures
+#   tools/train_default.sh unmatched  # from the soup (the from-scratch model): CE vs CE + SC (paper) vs CE + SC
+#                                     # (unmatched soft), seeds 1 2, two runs at a time
+#                                     # -> output/portrait/unmatched_ablation
+#   tools/train_default.sh unmatched_report  # its tables and plots -> docs/results.md figures
 #   tools/train_default.sh all        # prepare, convert, finetune, ship
 #
 # One thread per run (OMP_NUM_THREADS=1) and bf16 autocast: on the development CPU (AMD EPYC with
@@ -61,6 +65,9 @@ STAGE6B_ITERS=2500
 SOUP=output/portrait/soup/model.pt
 ABLATION_ITERS=300
 ABLATION_SEEDS=${ABLATION_SEEDS:-1 2 3}
+UNMATCHED_DIR=output/portrait/unmatched_ablation
+UNMATCHED_CONFIGS=configs/portrait/unmatched_ablation
+UNMATCHED_ITERS=${UNMATCHED_ITERS:-250}  # the configs' iters
 COMMON=(--do_eval --use_vdl --precision bf16 --num_workers 1 --log_iters 10 --keep_checkpoint_max 1)
 
 prepare() {
@@ -130,9 +137,31 @@ report() {
         --config "$CONFIG_SCL" --out docs/figures
 }
 
+unmatched_run() {
+    # One arm (ce, scl, scl_soft) and seed, without evaluation (the report scores the end).
+    "$PY" train.py --config "$UNMATCHED_CONFIGS/$1.yml" --save_dir "$UNMATCHED_DIR/$1_seed$2" \
+        --seed "$2" --iters "$UNMATCHED_ITERS" --save_interval "$UNMATCHED_ITERS" --use_vdl \
+        --precision bf16 --num_workers 1 --log_iters 10 --keep_checkpoint_max 1 \
+        > "$UNMATCHED_DIR/$1_seed$2.log" 2>&1
+}
+
+unmatched() {
+    # Issue 10's ablation: the three arms from the packaged model, two lanes side by side.
+    mkdir -p "$UNMATCHED_DIR"
+    { unmatched_run scl_soft 1 && unmatched_run ce 1 && unmatched_run scl 2; } &
+    { unmatched_run scl 1 && unmatched_run scl_soft 2 && unmatched_run ce 2; } &
+    wait
+}
+
+unmatched_report() {
+    "$PY" tools/ablation_report.py --default "$SOUP" \
+        --ablation "$UNMATCHED_DIR" --config "$UNMATCHED_CONFIGS/scl.yml" --out docs/figures \
+        --save_dir "$UNMATCHED_DIR" --prefix unmatched_
+}
+
 stage=${1:-all}
 case "$stage" in
-    prepare | convert | finetune | ship | default | stage2 | stage3 | stage4 | stage5 | stage6 | stage6b | soup | ship_scratch | ablation | report) "$stage" ;;
+    prepare | convert | finetune | ship | default | stage2 | stage3 | stage4 | stage5 | stage6 | stage6b | soup | ship_scratch | ablation | report | unmatched | unmatched_report) "$stage" ;;
     all) prepare && convert && finetune && ship ;;
-    *) echo "usage: $0 [prepare|convert|finetune|ship|default|stage2|stage3|stage4|stage5|stage6|stage6b|soup|ship_scratch|ablation|report|all]" >&2; exit 2 ;;
+    *) echo "usage: $0 [prepare|convert|finetune|ship|default|stage2|stage3|stage4|stage5|stage6|stage6b|soup|ship_scratch|ablation|report|unmatched|unmatched_report|all]" >&2; exit 2 ;;
 esac

@@ -31,7 +31,7 @@ from humanseg.deploy.compose import (
     person_probability,
 )
 from humanseg.deploy.smoothing import FlowSmoother
-from humanseg.engine.predict import build_predictor
+from humanseg.engine.predict import add_region_arguments, build_predictor
 from humanseg.errors import HumanSegError, HumanSegWarning
 from humanseg.io import atomic_path, check_output_path
 
@@ -80,6 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-smooth", action="store_true", help="turn temporal smoothing off")
     parser.add_argument("--max_frames", type=int, help="stop after this many frames")
+    add_region_arguments(parser)
 
 
 def is_camera(source: str) -> bool:
@@ -199,7 +200,9 @@ def run(args: argparse.Namespace) -> int:
     capture = open_capture(args.input)
     restore_threads = set_torch_threads(args.threads) if args.backend == "torch" else None
     try:
-        predictor = build_predictor(argparse.Namespace(**{**vars(args), "precision": "fp32"}))
+        predictor = build_predictor(
+            argparse.Namespace(**{**vars(args), "precision": "fp32", "track_subject": True})
+        )
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not is_camera(args.input) else 0
         if args.max_frames is not None and total > 0:
             total = min(total, args.max_frames)

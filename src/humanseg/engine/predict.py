@@ -41,6 +41,7 @@ from humanseg.engine.runtime import (
 )
 from humanseg.errors import HumanSegError
 from humanseg.io import check_output_path, list_images, read_image, write_image
+from humanseg.ops.regions import DEFAULT_MIN_REGION_FRAC, RegionFilter
 from humanseg.weights import resolve_paths
 
 if TYPE_CHECKING:
@@ -115,13 +116,16 @@ class Predictor:
     """Preprocess with the config's val transforms, run `forward`, map scores back to the photo."""
 
     def __init__(self, forward: Forward, transforms: InferencePipeline | Transform,
-                 num_classes: int) -> None:
+                 num_classes: int, region_filter: RegionFilter | None = None) -> None:
         """`transforms`: an `InferencePipeline` (which knows where each photo lands in the network
         input: padding, resizing), or any image -> normalised float32 [3, h, w] callable, taken
-        to stretch the whole photo onto the network input."""
+        to stretch the whole photo onto the network input. `region_filter` (optional) cleans
+        the probabilities of small or secondary person regions, at the network's resolution
+        (cheap, and every map made from the prediction agrees)."""
         self.forward = forward
         self.transforms = transforms
         self.num_classes = int(num_classes)
+        self.region_filter = region_filter
 
     def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, Placement]:
         """The network input and where the photo's pixels lie in it."""
@@ -142,6 +146,8 @@ class Predictor:
         # Softmax at model resolution, then resample the probabilities: a convex (bilinear) blend
         # of distributions still sums to 1, and the full-size exp/sum is never computed.
         probabilities = softmax(logits[0], axis=0).astype(np.float32)
+        if self.region_filter is not None:
+            probabilities = self.region_filter(probabilities)
         return Prediction(probabilities, placement, image.shape[:2])
 
     def predict(self, image: np.ndarray) -> np.ndarray:
@@ -243,7 +249,12 @@ def build_predictor(args: argparse.Namespace) -> Predictor:
     if "val_dataset" not in cfg or "transforms" not in cfg["val_dataset"]:
         raise HumanSegError(f"{config_path}: val_dataset.transforms is needed for preprocessing")
     pipeline = build_inference_transforms(cfg["val_dataset"]["transforms"])
-    return Predictor(forward, pipeline, num_classes)
+    region_filter = RegionFilter(
+        getattr(args, "min_region_frac", DEFAULT_MIN_REGION_FRAC),
+        getattr(args, "main_subject", False),
+        track_subject=getattr(args, "track_subject", False),
+    )
+    return Predictor(forward, pipeline, num_classes, region_filter)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -263,6 +274,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the torch backend runs")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
                         help="autocast precision of the torch backend (fp16 needs --device cuda)")
+    add_region_arguments(parser)
+
+
+def add_region_arguments(parser: argparse.ArgumentParser) -> None:
+    """The mask-cleaning options `predict` and `video` share (humanseg.ops.regions)."""
+    parser.add_argument(
+        "--min_region_frac", type=float, default=DEFAULT_MIN_REGION_FRAC,
+        help="drop person regions smaller than this fraction of the largest "
+        f"(default {DEFAULT_MIN_REGION_FRAC}; 0 keeps every region)",
+    )
+    parser.add_argument("--main_subject", action="store_true",
+                        help="keep only the main person region (in video: the one followed)")
 
 
 def run(args: argparse.Namespace) -> int:

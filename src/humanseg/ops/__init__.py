@@ -1,5 +1,15 @@
-"""Tensor operations the losses and metrics share: batched connected-component labelling."""
+"""Array operations the losses, metrics and inference share: batched connected-component
+labelling, and person-region cleaning of predicted masks."""
 
 from humanseg.ops.ccl import CONNECTIVITIES, ComponentLabels, label_components
+from humanseg.ops.regions import DEFAULT_MIN_REGION_FRAC, KeptRegions, RegionFilter, kept_regions
 
-__all__ = ["CONNECTIVITIES", "ComponentLabels", "label_components"]
+__all__ = [
+    "CONNECTIVITIES",
+    "DEFAULT_MIN_REGION_FRAC",
+    "ComponentLabels",
+    "KeptRegions",
+    "RegionFilter",
+    "kept_regions",
+    "label_components",
+]
