@@ -5,9 +5,11 @@
         --candidate official=configs/pp_humanseg/pp_humanseg_lite_portrait_398x224.yml:OFFICIAL.pt \
         [--mediapipe_python .venv-mediapipe/bin/python] [--json out.json]
 
-Each candidate (NAME=CONFIG:MODEL.pt) is exported to ONNX here and run through onnxruntime by
-`humanseg predict`'s own predictor (the config's val transforms, padding cropped off, the
-probabilities resized to the photo), so the figures are what a user gets. MediaPipe's selfie
+Each candidate (NAME=CONFIG:MODEL.pt, or NAME=CONFIG:MODEL.pt:F to clean its masks as
+`humanseg predict --min_region_frac F` does; without F, the model's raw masks) is exported to
+ONNX here and run through onnxruntime by `humanseg predict`'s own predictor (the config's val
+transforms, padding cropped off, the probabilities mapped back to the photo, the label PNG's
+mask), so the figures are what a user gets. MediaPipe's selfie
 segmenter (general and landscape) runs in its own environment on the same photos.
 
 Photos: the fixed validation split (`humanseg.data.split`) of ../shared/data's portraits, ccp and
@@ -40,7 +42,6 @@ import numpy as np
 from bench_deploy import REPO, run_mediapipe, time_rounds
 
 from humanseg.data.split import is_validation
-from humanseg.deploy.compose import person_probability
 from humanseg.deploy.export import export_onnx
 from humanseg.deploy.onnx_runtime import OnnxRuntimeForward
 from humanseg.engine.predict import build_predictor
@@ -120,9 +121,10 @@ def agreement(masks: dict[str, np.ndarray], reference: dict[str, np.ndarray],
     return intersection / union if union else 1.0
 
 
-def candidate_masks(config: str, model_path: str, photos: list[Path], work: Path,
-                    name: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
-                                        OnnxRuntimeForward, tuple[int, int]]:
+def candidate_masks(
+    config: str, model_path: str, photos: list[Path], work: Path, name: str,
+    min_region_frac: float,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], OnnxRuntimeForward, tuple[int, int]]:
     """Person masks (stem -> 0/1) of one candidate through onnxruntime on the photos and on
     their low-light versions, its 1-thread session and input size."""
     import torch
@@ -135,9 +137,10 @@ def candidate_masks(config: str, model_path: str, photos: list[Path], work: Path
     export_onnx(model, onnx_path, input_size)
     predictor = build_predictor(argparse.Namespace(
         backend="onnxruntime", config=config, model_path=str(onnx_path), device="cpu",
-        precision="fp32"))
+        precision="fp32", min_region_frac=min_region_frac))
+
     def mask(image: np.ndarray) -> np.ndarray:
-        return (person_probability(predictor(image)) > 0.5).astype(np.uint8)
+        return (predictor.infer(image).label() == PERSON).astype(np.uint8)  # predict's label
 
     masks, dim_masks = {}, {}
     for path in photos:
@@ -173,9 +176,9 @@ def main() -> None:
         work = Path(tmp)
         for spec in args.candidate:
             name, _, paths = spec.partition("=")
-            config, _, model_path = paths.partition(":")
+            config, model_path, *cleaning = paths.split(":")
             masks, dim_masks, single, (height, width) = candidate_masks(
-                config, model_path, photos, work, name)
+                config, model_path, photos, work, name, float(cleaning[0]) if cleaning else 0.0)
             found_masks[name] = (masks, dim_masks)
             report["scores"][name] = {s: score(masks, pairs[s]) for s in SOURCES}
             frame = np.random.default_rng(0).standard_normal((1, 3, height, width),
