@@ -111,3 +111,20 @@ def test_training_with_a_teacher_logs_the_distillation_term(
     label_total = (logged["MixedLoss.CrossEntropyLoss"]
                    + 0.1 * logged["MixedLoss.SemanticConnectivityLoss"])
     assert logged["loss"] == pytest.approx(label_total + 0.5 * logged[TERM_NAME], rel=1e-4)
+
+
+def test_skip_grey_leaves_grey_samples_out_of_the_term(teacher_file: Path) -> None:
+    teacher = Teacher({"model_path": str(teacher_file), "skip_grey": True}, LITE,
+                      torch.device("cpu"))
+    everyone = Teacher({"model_path": str(teacher_file)}, LITE, torch.device("cpu"))
+    torch.manual_seed(1)
+    colour = torch.randn(1, 3, 16, 16)
+    grey = torch.randn(1, 1, 16, 16).expand(1, 3, 16, 16)  # three equal channels
+    images = torch.cat([colour, grey])
+    student = torch.randn(2, 2, 16, 16)
+    valid = torch.ones(2, 16, 16, dtype=torch.bool)
+    only_colour = everyone.loss(student[:1], images[:1], valid[:1])
+    assert float(teacher.loss(student, images, valid)) == pytest.approx(float(only_colour),
+                                                                        rel=1e-5)
+    assert float(everyone.loss(student, images, valid)) != pytest.approx(float(only_colour),
+                                                                         rel=1e-3)

@@ -13,6 +13,9 @@ can while still predicting what the teacher predicts elsewhere.
       temperature: 1.0               # softens both distributions; the term is scaled by T^2
       flip: true                     # average the teacher over a horizontal flip (a better teacher)
       input_size: [398, 224]         # [w, h] the teacher sees (resized batch); default: as given
+      skip_grey: false               # leave grey-scale samples (three equal channels) out of the
+                                     # term: a colour-trained teacher is poor on them, and grey
+                                     # augmentation is there to do better than it
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import torch.nn.functional as F
 
 from humanseg.errors import HumanSegError
 
-TEACHER_KEYS = frozenset({"model_path", "model", "coef", "temperature", "flip", "input_size"})
+TEACHER_KEYS = frozenset(
+    {"model_path", "model", "coef", "temperature", "flip", "input_size", "skip_grey"})
 TERM_NAME = "Distillation"
 
 
@@ -61,6 +65,7 @@ class Teacher:
         self.coef = _positive_number(spec, "coef", 1.0)
         self.temperature = _positive_number(spec, "temperature", 1.0)
         self.flip = bool(spec.get("flip", False))
+        self.skip_grey = bool(spec.get("skip_grey", False))
         size = spec.get("input_size")
         if size is not None and (not isinstance(size, (list, tuple)) or len(size) != 2
                                  or not all(isinstance(v, int) and v > 0 for v in size)):
@@ -91,6 +96,9 @@ class Teacher:
         """T^2 * mean over valid pixels of KL(teacher || student) (unweighted: the trainer
         adds `coef` times this to the total)."""
         target = self.probabilities(images)
+        if self.skip_grey:
+            colour = (images[:, 0] != images[:, 1]) | (images[:, 1] != images[:, 2])
+            valid = valid & colour.flatten(1).any(dim=1)[:, None, None]
         log_student = F.log_softmax(student_logits.float() / self.temperature, dim=1)
         per_pixel = (target * (target.clamp_min(1e-8).log() - log_student)).sum(dim=1)
         mask = valid.to(per_pixel.dtype)
