@@ -406,7 +406,7 @@ def test_unmatched_ablation_arms_differ_only_in_the_loss() -> None:
     folder = REPO / "configs" / "portrait" / "unmatched_ablation"
     arms = {path.stem: load_config(path) for path in sorted(folder.glob("*.yml"))}
     assert set(arms) == {"ce", "scl", "scl_soft"}
-    assert arms["scl"]["model"]["pretrained"] == "src/humanseg/weights/default.pt"
+    assert arms["scl"]["model"]["pretrained"] == "output/portrait/soup/model.pt"  # from scratch
     assert arms["scl"]["iters"] == 250  # as run (tools/train_default.sh unmatched)
     assert arms["ce"]["loss"] == {"types": [{"type": "CrossEntropyLoss"}], "coef": [1]}
     assert arms["scl_soft"]["loss"]["types"][1] == {

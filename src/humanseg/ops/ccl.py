@@ -5,12 +5,15 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache, cached_property
+from typing import TYPE_CHECKING
 
 import cc3d
 import numpy as np
-import torch
 
 from humanseg.errors import HumanSegError
+
+if TYPE_CHECKING:  # torch is not imported at run time: mask cleaning on the predict path uses ops
+    import torch
 
 CONNECTIVITIES = (4, 8)
 
@@ -100,7 +103,7 @@ class ComponentLabels:
 
 def _as_numpy(array: np.ndarray | torch.Tensor) -> np.ndarray:
     """A NumPy view of a CPU array or tensor (a device tensor is copied to the CPU)."""
-    if isinstance(array, torch.Tensor):
+    if hasattr(array, "detach"):  # a torch.Tensor, without importing torch to ask
         return array.detach().cpu().numpy()
     return np.asarray(array)
 
