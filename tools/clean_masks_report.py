@@ -1,8 +1,9 @@
 """Measure mask cleaning at inference (humanseg.ops.regions) on the held-out photos, per source.
 
 The packaged model (or `--config` / `--model_path`) runs through the inference pipeline itself
-(`build_predictor`: the photo at full resolution, probabilities resized back); each setting
-(`--min_region_frac` values and `--main_subject`) is applied to the same probabilities. Reported
+(`build_predictor` without cleaning); each setting (`--min_region_frac` values and
+`--main_subject`) cleans the same network-resolution probabilities, as `Predictor` does, before
+they are mapped back to the photo. Reported
 per source and setting: mIoU, person IoU, and 8-connected person regions per photo in the
 prediction against the label's. Writes `clean_masks.{json,md}` to `--save_dir` and a PNG to `--out`.
 
@@ -31,7 +32,7 @@ from ablation_report import (
 
 from humanseg.config import load_config
 from humanseg.data import build_dataset
-from humanseg.engine.predict import build_predictor
+from humanseg.engine.predict import Prediction, build_predictor
 from humanseg.io import atomic_path
 from humanseg.metrics import SegMetrics
 from humanseg.ops import DEFAULT_MIN_REGION_FRAC, RegionFilter
@@ -44,6 +45,12 @@ SETTINGS = [(f"min_region_frac {f:g}", RegionFilter(f)) for f in FRACTIONS] + [
 ]
 
 
+def cleaned_label(prediction: Prediction, region_filter: RegionFilter) -> np.ndarray:
+    """The label `humanseg predict` writes with `region_filter` as its cleaning."""
+    return Prediction(region_filter(prediction.probabilities), prediction.placement,
+                      prediction.size).label()
+
+
 def measure(dataset: Any, predictor: Any) -> tuple[dict[str, dict[str, Any]], list[dict]]:
     """Metrics per (setting, source) and, per photo, its region counts under every setting."""
     metrics: dict[str, dict[str, SegMetrics]] = {
@@ -53,14 +60,14 @@ def measure(dataset: Any, predictor: Any) -> tuple[dict[str, dict[str, Any]], li
     for index in range(len(dataset)):
         image, label = dataset.raw(index)
         source = source_name(dataset.samples[index].source.images)
-        probabilities = predictor(image)
+        raw = predictor.infer(image)
         truth = np.where(label == IGNORE, 0, label)
         photo = {"source": source, "name": dataset.samples[index].image.name,
                  "label_regions": person_components(truth), "regions": {}, "person_iou": {},
                  "index": index}
         valid = label != IGNORE
         for name, region_filter in SETTINGS:
-            prediction = region_filter(probabilities).argmax(0).astype(np.uint8)
+            prediction = cleaned_label(raw, region_filter)
             metrics[name][source].update(prediction[None], label[None])
             metrics[name]["all"].update(prediction[None], label[None])
             photo["regions"][name] = person_components(prediction)
@@ -142,10 +149,10 @@ def plot_examples(dataset: Any, predictor: Any, photos: list[dict], path: Path,
     lines = []
     for photo in chosen:
         image, label = dataset.raw(photo["index"])
-        probabilities = predictor(image)
+        raw = predictor.infer(image)
         tiles = [mask_tile(label, (0, 200, 0)),
-                 mask_tile(probabilities.argmax(0), (230, 120, 0)),
-                 mask_tile(default(probabilities).argmax(0), (0, 110, 230))]
+                 mask_tile(raw.label(), (230, 120, 0)),
+                 mask_tile(cleaned_label(raw, default), (0, 110, 230))]
         lines.append(np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0))) for t in tiles], 1))
     width = max(line.shape[1] for line in lines)
     write_small_png(path, np.concatenate(
