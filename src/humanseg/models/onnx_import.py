@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from humanseg.errors import HumanSegError
+
+if TYPE_CHECKING:  # onnx is imported when a file is read, not when the models package loads
+    import onnx
 
 INPUT = "<input>"
 # Nodes whose outputs describe shapes, not data: they do not carry provenance.
@@ -81,7 +85,8 @@ class _ProvenanceMode(TorchFunctionMode):
                 found |= self._sources_of(value)
         return frozenset(found)
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (),
+                           kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
         if func is F.conv2d:
@@ -128,7 +133,7 @@ def model_convolutions(model: nn.Module,
     return mode.convs
 
 
-def _constants(graph) -> dict[str, np.ndarray]:  # noqa: ANN001
+def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     """Every constant tensor of the graph: initializers and `Constant` nodes."""
     from onnx import numpy_helper
 
@@ -141,7 +146,7 @@ def _constants(graph) -> dict[str, np.ndarray]:  # noqa: ANN001
     return values
 
 
-def _attributes(node) -> dict[str, object]:  # noqa: ANN001
+def _attributes(node: onnx.NodeProto) -> dict[str, object]:
     """A node's attributes as plain Python values."""
     from onnx import helper
 
@@ -188,7 +193,7 @@ def read_onnx_convolutions(path: str | Path) -> list[OnnxConv]:
     return convs
 
 
-def _read_conv(path: Path, node, constants: dict[str, np.ndarray],  # noqa: ANN001
+def _read_conv(path: Path, node: onnx.NodeProto, constants: dict[str, np.ndarray],
                consumers: dict[str, list], sources: dict[str, frozenset[str]]) -> OnnxConv:
     """One Conv node: signature, sources, weights, and the BatchNormalization after it."""
     label = node.name or node.output[0]
@@ -214,7 +219,7 @@ def _read_conv(path: Path, node, constants: dict[str, np.ndarray],  # noqa: ANN0
                     batch_norm)
 
 
-def _read_batch_norm(path: Path, node, constants: dict[str, np.ndarray],  # noqa: ANN001
+def _read_batch_norm(path: Path, node: onnx.NodeProto, constants: dict[str, np.ndarray],
                      conv_bias: np.ndarray | None) -> dict[str, np.ndarray]:
     """A BatchNormalization node's arrays for our BatchNorm2d (eps 1e-5), with any conv bias
     moved into the mean: BN(Wx + b) == BN'(Wx) where mean' = mean - b."""
