@@ -408,7 +408,7 @@ def test_a_used_save_dir_is_refused_unless_resuming_or_overwriting(trained, blob
     train(cfg, save_dir, iters=4, save_interval=2, seed=0, keep_checkpoint_max=0, progress=False)
     (save_dir / "notes.txt").write_text("mine")
     first_run = (save_dir / "iter_4" / "model.pt").read_bytes()
-    with pytest.raises(HumanSegError, match=r"run: not empty \(iter_2, iter_4, notes\.txt\)"):
+    with pytest.raises(HumanSegError, match=r"run: holds another run's outputs \(iter_2, iter_4\)"):
         train(cfg, save_dir, iters=2, seed=1, progress=False)
     argv = ["train", "--config", str(blob_root / "blobs.yml"), "--save_dir", str(save_dir),
             "--iters", "2", "--seed", "1"]
@@ -420,6 +420,21 @@ def test_a_used_save_dir_is_refused_unless_resuming_or_overwriting(trained, blob
     assert sorted(p.name for p in save_dir.iterdir()) == ["iter_2", "notes.txt"]
     train(cfg, save_dir, iters=3, resume_model=str(save_dir / "iter_2"), progress=False)
     assert sorted(p.name for p in save_dir.iterdir()) == ["iter_2", "iter_3", "notes.txt"]
+
+
+def test_files_other_than_a_run_s_outputs_do_not_block_a_save_dir(trained, tmp_path: Path) -> None:
+    """The default save_dir `output/` also holds predict and demo results: they stay, and a run
+    starts beside them."""
+    from humanseg.engine.train import train
+
+    cfg, _, _ = trained
+    save_dir = tmp_path / "output"
+    (save_dir / "result" / "label").mkdir(parents=True)
+    (save_dir / "result" / "label" / "photo.png").write_bytes(b"mask")
+    (save_dir / "notes.txt").write_text("mine")
+    train(cfg, save_dir, iters=2, save_interval=2, seed=0, progress=False)
+    assert sorted(p.name for p in save_dir.iterdir()) == ["iter_2", "notes.txt", "result"]
+    assert (save_dir / "result" / "label" / "photo.png").read_bytes() == b"mask"
 
 
 def test_a_running_training_locks_its_save_dir(trained, blob_root: Path,

@@ -324,20 +324,20 @@ def _is_run_output(name: str) -> bool:
 
 
 def _clear_previous_run(save_dir: Path, opts: TrainOptions) -> None:
-    """Refuse a save_dir holding files unless resuming; with `overwrite`, delete the previous
-    run's checkpoints, best model and TensorBoard logs (other files stay)."""
-    previous = sorted(p.name for p in save_dir.iterdir() if p.name != checkpoint.LOCK_FILE)
+    """Refuse a save_dir holding another run's checkpoints, best model or TensorBoard logs
+    unless resuming; with `overwrite`, delete them. Other files (the default `output/` also
+    holds predict and demo results) neither block a run nor go."""
+    previous = sorted(p.name for p in save_dir.iterdir() if _is_run_output(p.name))
     if not previous or opts.resume_model:
         return
     if not opts.overwrite:
         shown = ", ".join(previous[:3]) + (", ..." if len(previous) > 3 else "")
         raise HumanSegError(
-            f"{save_dir}: not empty ({shown}); a new run there would mix its checkpoints with "
-            "these. Give --resume_model to continue a run, --overwrite to replace its "
-            "checkpoints, or another --save_dir")
+            f"{save_dir}: holds another run's outputs ({shown}); a new run there would mix its "
+            "checkpoints with these. Give --resume_model to continue a run, --overwrite to "
+            "replace its checkpoints, or another --save_dir")
     for name in previous:
-        if _is_run_output(name):
-            shutil.rmtree(save_dir / name)
+        shutil.rmtree(save_dir / name)
 
 
 @contextlib.contextmanager
