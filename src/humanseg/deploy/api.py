@@ -120,7 +120,7 @@ def as_background(background: BackgroundInput) -> Background:
                         "tuple, an image path or an RGB uint8 array")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SegmentResult:
     """One photo's segmentation; maps at the photo's size are made on first use."""
 
@@ -183,7 +183,6 @@ def load_predictor(model: str | os.PathLike = PACKAGED_MODEL,
         main_subject: keep only the main person region.
         track_subject: follow the main subject from call to call (video frames).
     """
-    _check_choice("backend", backend, BACKENDS)
     _check_choice("device", device, DEVICES)
     _check_choice("precision", precision, PRECISIONS)
     if str(model) == PACKAGED_MODEL:

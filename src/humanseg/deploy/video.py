@@ -34,7 +34,7 @@ FALLBACK_FPS = 25.0
 FOURCC = "mp4v"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi")
 
-Segmenter = Callable[[np.ndarray], np.ndarray]
+FrameAlpha = Callable[[np.ndarray], np.ndarray]  # RGB frame -> person alpha [H, W]
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def read_frames(capture: cv2.VideoCapture, max_frames: int | None = None) -> Ite
 
 def write_video(
     frames: Iterator[np.ndarray],
-    segment: Segmenter,
+    segment: FrameAlpha,
     background: Background,
     output: str | Path,
     fps: float,
