@@ -366,7 +366,7 @@ def test_predict_region_options_reach_the_predictor(lite_model, tmp_path: Path, 
     from scipy import ndimage
 
     from humanseg.cli import predict
-    from humanseg.cli.options import load_predictor
+    from humanseg.cli.options import predictor_from_args
     from humanseg.ops import DEFAULT_MIN_REGION_FRAC
 
     config, model_path, photos = lite_model
@@ -375,11 +375,11 @@ def test_predict_region_options_reach_the_predictor(lite_model, tmp_path: Path, 
     predict.add_arguments(parser)
     loaded = []
 
-    def recording_load_predictor(*args, **options):
-        loaded.append(load_predictor(*args, **options))
+    def recording_predictor_from_args(*args, **options):
+        loaded.append(predictor_from_args(*args, **options))
         return loaded[-1]
 
-    monkeypatch.setattr(predict, "load_predictor", recording_load_predictor)
+    monkeypatch.setattr(predict, "predictor_from_args", recording_predictor_from_args)
     for number, (options, expected) in enumerate((
             ([], (DEFAULT_MIN_REGION_FRAC, False)),
             (["--min_region_frac", "0.3", "--main_subject"], (0.3, True)))):

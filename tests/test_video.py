@@ -14,7 +14,7 @@ from deploy_fixtures import write_model
 from skimage import data
 
 from humanseg.cli import video
-from humanseg.cli.options import load_predictor
+from humanseg.cli.options import predictor_from_args
 from humanseg.deploy.api import build_predictor
 from humanseg.deploy.compose import Background
 from humanseg.deploy.smoothing import FlowSmoother, flicker
@@ -100,12 +100,12 @@ def test_video_region_options_follow_the_subject(tmp_path: Path, model_files, mo
     config, model_path = model_files
     filters = []
 
-    def recording_load_predictor(*args, **options):
-        segmenter = load_predictor(*args, **options)
+    def recording_predictor_from_args(*args, **options):
+        segmenter = predictor_from_args(*args, **options)
         filters.append(segmenter.predictor.region_filter)
         return segmenter
 
-    monkeypatch.setattr(video, "load_predictor", recording_load_predictor)
+    monkeypatch.setattr(video, "predictor_from_args", recording_predictor_from_args)
     source = write_test_video(tmp_path / "still.mp4", still_frames(3))
     output = tmp_path / "out.mp4"
     model_args = ["--config", str(config), "--model_path", str(model_path)]

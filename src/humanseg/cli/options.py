@@ -60,7 +60,7 @@ def add_regions(parser: argparse.ArgumentParser) -> None:
                         help="keep only the main person region (in video: the one followed)")
 
 
-def load_predictor(args: argparse.Namespace, **options: Any) -> Segmenter:
+def predictor_from_args(args: argparse.Namespace, **options: Any) -> Segmenter:
     """The API's `load_predictor` for a verb's `--config` / `--model_path` (neither: the packaged
     model) and `--backend`, with `options` (device, precision, region options) passed on."""
     from humanseg.deploy.api import load_predictor as load

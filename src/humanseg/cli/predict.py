@@ -15,7 +15,7 @@ from humanseg.cli.options import (
     add_model,
     add_precision,
     add_regions,
-    load_predictor,
+    predictor_from_args,
 )
 from humanseg.deploy.outputs import (
     OUTPUT_DIRS,
@@ -56,9 +56,9 @@ def run(args: argparse.Namespace) -> int:
     save_dir = Path(args.save_dir)
     for folder in (save_dir, *(save_dir / name for name in OUTPUT_DIRS)):
         check_output_path(folder, folder=True)  # before the model loads: fail at once
-    segmenter = load_predictor(args, device=args.device, precision=args.precision,
-                               min_region_frac=args.min_region_frac,
-                               main_subject=args.main_subject)
+    segmenter = predictor_from_args(args, device=args.device, precision=args.precision,
+                                    min_region_frac=args.min_region_frac,
+                                    main_subject=args.main_subject)
     failed = 0
     for path, name in tqdm(list(zip(paths, output_names(paths), strict=True)), desc="predict",
                            unit="img", disable=len(paths) < 2):

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import cv2
 
-from humanseg.cli.options import add_backend, add_device, add_model, add_regions, load_predictor
+from humanseg.cli.options import (
+    add_backend,
+    add_device,
+    add_model,
+    add_regions,
+    predictor_from_args,
+)
 from humanseg.deploy.compose import parse_background, person_probability
 from humanseg.deploy.video import (
     FALLBACK_FPS,
@@ -63,9 +69,10 @@ def run(args: argparse.Namespace) -> int:
     capture = open_capture(args.input)
     restore_threads = set_torch_threads(args.threads) if args.backend == "torch" else None
     try:
-        predictor = load_predictor(args, device=args.device,
-                                   min_region_frac=args.min_region_frac,
-                                   main_subject=args.main_subject, track_subject=True).predictor
+        predictor = predictor_from_args(args, device=args.device,
+                                        min_region_frac=args.min_region_frac,
+                                        main_subject=args.main_subject,
+                                        track_subject=True).predictor
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not is_camera(args.input) else 0
         if args.max_frames is not None and total > 0:
             total = min(total, args.max_frames)
