@@ -10,10 +10,10 @@ import sys
 from dataclasses import asdict
 
 from humanseg.cli.options import add_backend
+from humanseg.deploy.api import PACKAGED_MODEL
 from humanseg.deploy.serve import (
     DEFAULT_ONNXRUNTIME_WEB,
     MULTIPART_OVERHEAD,
-    PACKAGED_MODEL,
     SETTINGS_ENV,
     ServeSettings,
     build_app,

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from humanseg.deploy.api import load_predictor
+from humanseg.deploy.api import PACKAGED_MODEL, load_predictor
 from humanseg.deploy.service import (
     FILE_FIELDS,
     OPTION_FIELDS,
@@ -49,7 +49,6 @@ if TYPE_CHECKING:  # FastAPI and Starlette are imported when a server is built, 
     from fastapi import FastAPI
     from starlette.requests import Request
 
-PACKAGED_MODEL = "default"
 WEB_DIR = Path(__file__).resolve().parent / "web"
 SETTINGS_ENV = "HUMANSEG_SERVE_SETTINGS"
 # Multipart framing around the image(s) and option fields, allowed on top of --max_bytes.
