@@ -27,8 +27,10 @@ paddle-venv: $(PADDLE_VENV)/.installed
 parity: install paddle-venv
 	$(PY) -m pytest -q tests/test_parity.py
 
+# ruff, then the layer contract of pyproject.toml ([tool.importlinter]): an upward import fails.
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks train.py val.py predict.py
+	$(VENV)/bin/lint-imports --no-cache
 
 # Debian's Chromium and chromedriver for tests/test_browser.py (the `humanseg serve` page), installed
 # with apt-get where missing and allowed (root, or sudo without a password); elsewhere the browser

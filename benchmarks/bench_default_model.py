@@ -41,15 +41,15 @@ from pathlib import Path
 import numpy as np
 from bench_deploy import REPO, run_mediapipe, time_rounds
 
+from humanseg.data.inference import config_input_size
 from humanseg.data.split import is_validation
+from humanseg.deploy.api import build_predictor
 from humanseg.deploy.export import export_onnx
 from humanseg.deploy.onnx_runtime import OnnxRuntimeForward
-from humanseg.engine.predict import build_predictor
 from humanseg.engine.runtime import load_inference_model
 from humanseg.io import read_image, read_mask
 from humanseg.metrics import SegMetrics
-from humanseg.models.info import config_input_size
-from humanseg.ops import label_components
+from humanseg.ops import RegionFilter, label_components
 
 DATA = REPO.parent / "shared" / "data"
 COCO = REPO / "dataset" / "COCO_person"
@@ -135,9 +135,8 @@ def candidate_masks(
         sys.exit(f"{config}: no Resize target_size to export at")
     onnx_path = work / f"{name}.onnx"
     export_onnx(model, onnx_path, input_size)
-    predictor = build_predictor(argparse.Namespace(
-        backend="onnxruntime", config=config, model_path=str(onnx_path), device="cpu",
-        precision="fp32", min_region_frac=min_region_frac))
+    predictor = build_predictor(config, onnx_path, backend="onnxruntime",
+                                region_filter=RegionFilter(min_region_frac))
 
     def mask(image: np.ndarray) -> np.ndarray:
         return (predictor.infer(image).label() == PERSON).astype(np.uint8)  # predict's label

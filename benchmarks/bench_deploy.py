@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 import torch
 
-from humanseg.data.inference import build_inference_transforms
+from humanseg.data.inference import build_inference_transforms, config_input_size
 from humanseg.data.split import is_validation
 from humanseg.deploy.compose import Background, person_probability
 from humanseg.deploy.export import calibration_batches, export_int8, export_onnx
@@ -52,7 +52,6 @@ from humanseg.engine.predict import Predictor
 from humanseg.engine.runtime import load_inference_model
 from humanseg.io import read_image, read_mask
 from humanseg.metrics import SegMetrics
-from humanseg.models.info import config_input_size
 from humanseg.weights import resolve_paths
 
 REPO = Path(__file__).resolve().parents[1]

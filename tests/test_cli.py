@@ -82,3 +82,12 @@ def test_top_level_help_speaks_to_users(capsys) -> None:
     for internal in ("module", "add_arguments", "run("):
         assert internal not in shown
     assert "(default: output/result)" in help_text(["predict"], capsys)
+
+
+def test_only_the_chosen_verbs_module_is_imported() -> None:
+    code = ("import sys\nfrom humanseg.cli import VERBS, build_parser\nbuild_parser(['predict'])\n"
+            "print(sorted(verb for verb, (module, _) in VERBS.items() if module in sys.modules), "
+            "'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "['predict'] False"

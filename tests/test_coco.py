@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
+from humanseg.cli.prepare_coco import add_arguments, run
 from humanseg.data import build_dataset
-from humanseg.data.coco import add_arguments, run
 from humanseg.errors import HumanSegError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 from humanseg.cli import main
 from humanseg.config import load_config
 from humanseg.data.split import is_validation
-from humanseg.engine.predict import build_predictor
+from humanseg.deploy.api import load_predictor
 from humanseg.io import read_image, read_mask
 from humanseg.weights import default_paths
 
@@ -22,10 +21,7 @@ needs_data = pytest.mark.skipif(not PORTRAITS.is_dir(), reason="../shared/data/p
 
 def packaged_predictor() -> object:
     """The Predictor `humanseg predict` builds when given no --config / --model_path."""
-    options = argparse.Namespace(
-        config=None, model_path=None, backend="torch", device="cpu", precision="fp32"
-    )
-    return build_predictor(options)
+    return load_predictor().predictor
 
 
 def held_out_portraits(count: int) -> list[Path]:

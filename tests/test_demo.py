@@ -11,7 +11,7 @@ import pytest
 from deploy_fixtures import write_model
 from skimage import data
 
-from humanseg.deploy import demo
+from humanseg.cli import demo
 from humanseg.errors import HumanSegError
 from humanseg.io import read_image, read_mask
 from humanseg.weights import DEFAULT_CONFIG, DEFAULT_MODEL

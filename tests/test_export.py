@@ -15,11 +15,11 @@ import torch
 from deploy_fixtures import HRNET_SMALL_SPEC, LITE_SPEC, write_model
 from skimage import data
 
+from humanseg.cli import export
 from humanseg.config import load_config
 from humanseg.data.inference import build_inference_transforms
-from humanseg.deploy import export
+from humanseg.deploy.api import build_predictor
 from humanseg.deploy.onnx_runtime import OnnxRuntimeForward
-from humanseg.engine.predict import build_predictor
 from humanseg.engine.runtime import load_inference_model, softmax
 from humanseg.errors import HumanSegError
 from humanseg.io import read_image
@@ -106,13 +106,8 @@ def test_onnx_matches_pytorch(exports: Exports, name: str, dynamic: bool) -> Non
 
 def test_onnxruntime_backend_predicts_like_torch(exports: Exports) -> None:
     config, model_path, onnx_path = exports("lite", False)
-    options = {"config": str(config), "device": "cpu", "precision": "fp32"}
-    torch_predictor = build_predictor(
-        argparse.Namespace(**options, model_path=str(model_path), backend="torch")
-    )
-    onnx_predictor = build_predictor(
-        argparse.Namespace(**options, model_path=str(onnx_path), backend="onnxruntime")
-    )
+    torch_predictor = build_predictor(config, model_path, backend="torch")
+    onnx_predictor = build_predictor(config, onnx_path, backend="onnxruntime")
     photo = data.astronaut()
     expected, actual = torch_predictor(photo), onnx_predictor(photo)
     assert actual.shape == (2, 512, 512)

@@ -118,7 +118,9 @@ def test_photo_label_memory_does_not_grow_with_classes_times_pixels() -> None:
 
 def test_inference_modules_import_neither_torch_nor_albumentations() -> None:
     code = ("import sys, humanseg.engine.predict, humanseg.data.inference, humanseg.config, "
-            "humanseg.deploy.video, humanseg.deploy.demo, humanseg.deploy.cache, humanseg.data; "
+            "humanseg.deploy.video, humanseg.deploy.demo, humanseg.deploy.cache, humanseg.data, "
+            "humanseg.deploy.api, humanseg.deploy.outputs, humanseg.cli.predict, "
+            "humanseg.cli.video, humanseg.cli.demo, humanseg.cli.serve; "
             "print(sorted(m for m in ('torch', 'albumentations') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)

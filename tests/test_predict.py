@@ -13,7 +13,8 @@ from engine_fixtures import blob_config, blob_sample, one_thread  # noqa: F401
 
 from humanseg.cli import main
 from humanseg.data.inference import build_inference_transforms
-from humanseg.engine.predict import Predictor, color_map, output_names, render_outputs
+from humanseg.deploy.outputs import color_map, output_names, render_outputs
+from humanseg.engine.predict import Predictor
 from humanseg.errors import HumanSegError
 from humanseg.io import read_image
 
@@ -358,21 +359,33 @@ def test_a_truncated_photo_is_segmented_with_a_one_line_warning(lite_model, tmp_
     assert (tmp_path / "out" / "cutout" / "cut.png").is_file()
 
 
-def test_predict_region_options_reach_the_predictor(lite_model, tmp_path: Path, capsys) -> None:
+def test_predict_region_options_reach_the_predictor(lite_model, tmp_path: Path, capsys,
+                                                    monkeypatch) -> None:
     import argparse
 
     from scipy import ndimage
 
-    from humanseg.engine.predict import add_arguments, build_predictor
+    from humanseg.cli import predict
+    from humanseg.cli.options import predictor_from_args
     from humanseg.ops import DEFAULT_MIN_REGION_FRAC
 
     config, model_path, photos = lite_model
     argv = [str(photos / "wide.png"), "--config", str(config), "--model_path", str(model_path)]
     parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    for options, expected in (([], (DEFAULT_MIN_REGION_FRAC, False)),
-                              (["--min_region_frac", "0.3", "--main_subject"], (0.3, True))):
-        region_filter = build_predictor(parser.parse_args([*argv, *options])).region_filter
+    predict.add_arguments(parser)
+    loaded = []
+
+    def recording_predictor_from_args(*args, **options):
+        loaded.append(predictor_from_args(*args, **options))
+        return loaded[-1]
+
+    monkeypatch.setattr(predict, "predictor_from_args", recording_predictor_from_args)
+    for number, (options, expected) in enumerate((
+            ([], (DEFAULT_MIN_REGION_FRAC, False)),
+            (["--min_region_frac", "0.3", "--main_subject"], (0.3, True)))):
+        save_dir = ["--save_dir", str(tmp_path / f"options{number}")]
+        assert predict.run(parser.parse_args([*argv, *options, *save_dir])) == 0
+        region_filter = loaded[-1].predictor.region_filter
         assert (region_filter.min_region_frac, region_filter.main_subject) == expected
         assert not region_filter.track_subject  # photos are not frames of one video
     assert main(["predict", *argv, "--main_subject", "--save_dir", str(tmp_path / "main")]) == 0

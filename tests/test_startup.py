@@ -85,13 +85,10 @@ def test_masks_match_the_previous_resize_the_probabilities_path() -> None:
     # Before this change the Predictor resized the softmax of a non-padding pipeline's output
     # to the photo with cv2.resize; the new one samples the same bilinear map with cv2.warpAffine
     # (fractional positions in 1/32 steps), so masks may differ only where P is within ~1% of 0.5.
-    import argparse
-
-    from humanseg.engine.predict import build_predictor
+    from humanseg.deploy.api import load_predictor
     from humanseg.engine.runtime import softmax
 
-    predictor = build_predictor(argparse.Namespace(
-        config=None, model_path=None, backend="torch", device="cpu", precision="fp32"))
+    predictor = load_predictor().predictor
     rng = np.random.default_rng(11)
     changed = total = 0
     for height, width in ((480, 640), (301, 207), (1000, 750)):

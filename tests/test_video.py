@@ -13,10 +13,11 @@ import torch
 from deploy_fixtures import write_model
 from skimage import data
 
-from humanseg.deploy import video
+from humanseg.cli import video
+from humanseg.cli.options import predictor_from_args
+from humanseg.deploy.api import build_predictor
 from humanseg.deploy.compose import Background
 from humanseg.deploy.smoothing import FlowSmoother, flicker
-from humanseg.engine.predict import build_predictor
 from humanseg.errors import HumanSegError, HumanSegWarning
 from humanseg.io import read_image, read_mask
 
@@ -99,12 +100,12 @@ def test_video_region_options_follow_the_subject(tmp_path: Path, model_files, mo
     config, model_path = model_files
     filters = []
 
-    def recording_build_predictor(args: argparse.Namespace):
-        predictor = build_predictor(args)
-        filters.append(predictor.region_filter)
-        return predictor
+    def recording_predictor_from_args(*args, **options):
+        segmenter = predictor_from_args(*args, **options)
+        filters.append(segmenter.predictor.region_filter)
+        return segmenter
 
-    monkeypatch.setattr(video, "build_predictor", recording_build_predictor)
+    monkeypatch.setattr(video, "predictor_from_args", recording_predictor_from_args)
     source = write_test_video(tmp_path / "still.mp4", still_frames(3))
     output = tmp_path / "out.mp4"
     model_args = ["--config", str(config), "--model_path", str(model_path)]
@@ -125,15 +126,7 @@ def test_video_region_options_follow_the_subject(tmp_path: Path, model_files, mo
 def test_smoothing_reduces_flicker_of_a_real_model(model_files) -> None:
     """A random model's masks jump with the noise; fused along the flow they change much less."""
     config, model_path = model_files
-    predictor = build_predictor(
-        argparse.Namespace(
-            config=str(config),
-            model_path=str(model_path),
-            backend="torch",
-            device="cpu",
-            precision="fp32",
-        )
-    )
+    predictor = build_predictor(config, model_path)
     frames = still_frames(12)
     raw = [1.0 - predictor(frame)[0] for frame in frames]
     smoother = FlowSmoother()

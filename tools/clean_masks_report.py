@@ -1,7 +1,7 @@
 """Measure mask cleaning at inference (humanseg.ops.regions) on the held-out photos, per source.
 
 The packaged model (or `--config` / `--model_path`) runs through the inference pipeline itself
-(`build_predictor` without cleaning); each setting (`--min_region_frac` values and
+(`build_predictor`, keeping every region); each setting (`--min_region_frac` values and
 `--main_subject`) cleans the same network-resolution probabilities, as `Predictor` does, before
 they are mapped back to the photo. Reported
 per source and setting: mIoU, person IoU, and 8-connected person regions per photo in the
@@ -32,7 +32,8 @@ from ablation_report import (
 
 from humanseg.config import load_config
 from humanseg.data import build_dataset
-from humanseg.engine.predict import Prediction, build_predictor
+from humanseg.deploy.api import build_predictor
+from humanseg.engine.predict import Prediction
 from humanseg.io import atomic_path
 from humanseg.metrics import SegMetrics
 from humanseg.ops import DEFAULT_MIN_REGION_FRAC, RegionFilter
@@ -178,9 +179,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     config_path, model_path = resolve_paths(args.config, args.model_path)
-    predictor = build_predictor(argparse.Namespace(
-        config=str(config_path), model_path=str(model_path), backend="torch", device="cpu",
-        precision="fp32", min_region_frac=0.0))
+    predictor = build_predictor(config_path, model_path, region_filter=RegionFilter(0.0))
     dataset = build_dataset(load_config(args.val_config)["val_dataset"])
     table, photos = measure(dataset, predictor)
     examples = plot_examples(dataset, predictor, photos, args.out / "clean_masks_examples.png",

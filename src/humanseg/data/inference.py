@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -424,3 +424,15 @@ def build_inference_transforms(
         build_op(spec, (*path, index), INFERENCE_TRANSFORMS, "inference transform")
         for index, spec in enumerate(specs)
     ])
+
+
+def config_input_size(config: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(H, W) from the val (else train) transforms' first Resize; PaddleSeg writes [W, H]."""
+    for section in ("val_dataset", "train_dataset"):
+        transforms = (config.get(section) or {}).get("transforms") or []
+        for transform in transforms:
+            if isinstance(transform, Mapping) and transform.get("type") == "Resize":
+                target = transform.get("target_size", (512, 512))  # PaddleSeg's default
+                width, height = (target, target) if isinstance(target, int) else target
+                return int(height), int(width)
+    return None

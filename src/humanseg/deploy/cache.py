@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from humanseg.data.inference import InferencePipeline, build_inference_transforms
+from humanseg.engine.runtime import model_file
 from humanseg.errors import HumanSegError
 
 PROBE_SHAPES = ((97, 61, 3), (53, 149, 3))  # two unlike photo shapes (H, W, C)
@@ -60,8 +61,7 @@ def cached_onnx(config_path: Path, model_path: Path) -> Path:
         raise HumanSegError(f"{config_path}: config has no model section")
     if "transforms" not in (cfg.get("val_dataset") or {}):
         raise HumanSegError(f"{config_path}: val_dataset.transforms is needed for preprocessing")
-    if model_path.is_dir():
-        model_path = model_path / "model.pt"
+    model_path = model_file(model_path)
     input_size = fixed_input_size(build_inference_transforms(cfg["val_dataset"]["transforms"]))
     path = cache_dir() / f"{cache_key(model_path, cfg['model'], input_size)}.onnx"
     if path.is_file():

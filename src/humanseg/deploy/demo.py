@@ -7,9 +7,6 @@ packaged default model is used, so `make demo` works straight after `make instal
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 from skimage import data
 
@@ -17,11 +14,8 @@ from humanseg.deploy.compose import (
     Background,
     compose,
     overlay,
-    person_probability,
     rgba_cutout,
 )
-from humanseg.engine.predict import build_predictor
-from humanseg.io import check_output_path, write_image
 
 OUTPUT_FILES = (
     "input.png",
@@ -31,18 +25,6 @@ OUTPUT_FILES = (
     "background_replaced.png",
     "background_blurred.png",
 )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `humanseg demo`."""
-    parser.add_argument("--save_dir", default="output/demo", help="folder for the demo images")
-    parser.add_argument("--config", help="model config YAML (default: the packaged model's)")
-    parser.add_argument(
-        "--model_path",
-        help="model.pt, or model.onnx with --backend onnxruntime (default: packaged)",
-    )
-    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
-                        help="run the model with PyTorch, or an exported .onnx with onnxruntime")
 
 
 def demo_outputs(image: np.ndarray, person: np.ndarray) -> dict[str, np.ndarray]:
@@ -57,22 +39,3 @@ def demo_outputs(image: np.ndarray, person: np.ndarray) -> dict[str, np.ndarray]
         "background_replaced.png": compose(image, person, Background(image=space)),
         "background_blurred.png": compose(image, person, Background(blur=True)),
     }
-
-
-def run(args: argparse.Namespace) -> int:
-    """Predict on the astronaut photo and write the six images to `--save_dir`."""
-    save_dir = Path(args.save_dir)
-    check_output_path(save_dir, folder=True)  # before the model loads: fail at once
-    for name in OUTPUT_FILES:
-        check_output_path(save_dir / name)
-    options = {**vars(args), "device": "cpu", "precision": "fp32"}
-    predictor = build_predictor(argparse.Namespace(**options))
-    image = data.astronaut()
-    person = person_probability(predictor(image))
-    for name, array in demo_outputs(image, person).items():
-        write_image(save_dir / name, array)
-    share = float((person > 0.5).mean())
-    print(
-        f"wrote {len(OUTPUT_FILES)} images to {save_dir} (person covers {share:.0%} of the photo)"
-    )
-    return 0

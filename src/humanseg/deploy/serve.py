@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from humanseg.deploy.api import PACKAGED_MODEL, load_predictor
 from humanseg.deploy.service import (
     FILE_FIELDS,
     OPTION_FIELDS,
@@ -38,7 +39,6 @@ from humanseg.deploy.service import (
     browser_preprocessing,
     decode_image,
     json_answer,
-    load_predictor,
     parse_options,
     segment,
 )
@@ -49,7 +49,6 @@ if TYPE_CHECKING:  # FastAPI and Starlette are imported when a server is built, 
     from fastapi import FastAPI
     from starlette.requests import Request
 
-PACKAGED_MODEL = "default"
 WEB_DIR = Path(__file__).resolve().parent / "web"
 SETTINGS_ENV = "HUMANSEG_SERVE_SETTINGS"
 # Multipart framing around the image(s) and option fields, allowed on top of --max_bytes.
@@ -124,7 +123,7 @@ def load_model(settings: ServeSettings) -> ServedModel:
                             "(or --config C --model_path P)")
     config_path, model_path = resolve_paths(settings.config, settings.model_path)
     name = PACKAGED_MODEL if settings.config is None else model_path.stem
-    predictor = load_predictor(settings.config, settings.model_path, settings.backend)
+    predictor = load_predictor(model_path, config_path, settings.backend).predictor
     return ServedModel(name, settings.backend, config_path, model_path, predictor)
 
 
@@ -361,53 +360,6 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text}: must be at least 1")
     return value
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `humanseg serve`."""
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default loopback; anything else exposes the "
-                             "service to the network)")
-    parser.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
-    parser.add_argument("--model", help=f"a named model: {PACKAGED_MODEL} (the packaged one, "
-                                        "used when nothing is given)")
-    parser.add_argument("--config", help="config of another model (with --model_path)")
-    parser.add_argument("--model_path", help="model.pt, or model.onnx with --backend onnxruntime")
-    parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
-                        help="inference engine (onnxruntime exports a .pt model once, cached)")
-    parser.add_argument("--workers", type=positive, default=1, help="server processes")
-    parser.add_argument("--threads", type=positive, default=1,
-                        help="torch CPU threads per process (onnxruntime uses 2)")
-    parser.add_argument("--max_bytes", type=positive, default=Limits.max_bytes,
-                        help="largest image in bytes (a request body may add 64 KiB of "
-                             "multipart framing)")
-    parser.add_argument("--max_pixels", type=positive, default=Limits.max_pixels,
-                        help="largest image in pixels (read from its header before decoding)")
-    parser.add_argument("--onnxruntime_web", default=DEFAULT_ONNXRUNTIME_WEB,
-                        help="onnxruntime-web's dist folder, for in-browser inference on the "
-                             "page (installed by make web)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Load the model (errors surface here, as one line) and serve until interrupted."""
-    import uvicorn
-
-    settings = ServeSettings(args.model, args.config, args.model_path, args.backend,
-                             args.threads, args.max_bytes, args.max_pixels, args.onnxruntime_web)
-    app = build_app(settings)
-    if not is_loopback(args.host):
-        print(f"[SERVE] warning: binding {args.host}: reachable from other machines",
-              file=sys.stderr)
-    print(f"[SERVE] http://{args.host}:{args.port}/ ({args.workers} worker(s))", flush=True)
-    ws_limit = args.max_bytes * 2 + MULTIPART_OVERHEAD  # a base64 background in a settings message
-    if args.workers == 1:
-        uvicorn.run(app, host=args.host, port=args.port, ws_max_size=ws_limit, log_level="warning")
-    else:
-        os.environ[SETTINGS_ENV] = json.dumps(asdict(settings))
-        uvicorn.run("humanseg.deploy.serve:app_from_environment", factory=True, host=args.host,
-                    port=args.port, workers=args.workers, ws_max_size=ws_limit,
-                    log_level="warning")
-    return 0
 
 
 def free_loopback_port() -> int:

@@ -8,7 +8,6 @@ and what is wrong.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import io
 from collections.abc import Mapping
@@ -25,7 +24,7 @@ from humanseg.deploy.compose import (
     parse_colour,
     rgba_cutout,
 )
-from humanseg.engine.predict import Predictor, build_predictor
+from humanseg.engine.predict import Predictor
 from humanseg.errors import HumanSegError
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
@@ -69,14 +68,6 @@ class ServedModel:
         """The public description (file names only: the server's folders stay private)."""
         return {"name": self.name, "backend": self.backend, "config": self.config_path.name,
                 "model": self.model_path.name, "num_classes": self.predictor.num_classes}
-
-
-def load_predictor(config: str | None, model_path: str | None, backend: str) -> Predictor:
-    """The engine's predictor for a config and model file (both None: the packaged model), on
-    the CPU in fp32, exactly as `humanseg predict` builds it."""
-    options = argparse.Namespace(config=config, model_path=model_path, backend=backend,
-                                 device="cpu", precision="fp32")
-    return build_predictor(options)
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,8 @@ until `--max_frames` or Ctrl-C, and what was recorded up to then is kept.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,19 +25,16 @@ from humanseg.deploy.compose import (
     Background,
     compose,
     fit_background_to,
-    parse_background,
-    person_probability,
 )
 from humanseg.deploy.smoothing import FlowSmoother
-from humanseg.engine.predict import add_region_arguments, build_predictor
-from humanseg.errors import HumanSegError, HumanSegWarning
-from humanseg.io import atomic_path, check_output_path
+from humanseg.errors import HumanSegError
+from humanseg.io import atomic_path
 
 FALLBACK_FPS = 25.0
 FOURCC = "mp4v"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi")
 
-Segmenter = Callable[[np.ndarray], np.ndarray]
+FrameAlpha = Callable[[np.ndarray], np.ndarray]  # RGB frame -> person alpha [H, W]
 
 
 @dataclass(frozen=True)
@@ -53,34 +48,6 @@ class VideoStats:
     def fps(self) -> float:
         """Frames processed per second of wall time."""
         return self.frames / self.seconds if self.seconds > 0 else float("inf")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `humanseg video`."""
-    parser.add_argument("--input", required=True, help="video file, or a camera index such as 0")
-    parser.add_argument("--output", required=True, help="video to write, e.g. out.mp4")
-    parser.add_argument(
-        "--background", default="blur", help="blur (default), #RRGGBB, or an image file"
-    )
-    parser.add_argument("--config", help="model config YAML (default: the packaged model's)")
-    parser.add_argument(
-        "--model_path",
-        help="model.pt, or model.onnx with --backend onnxruntime (default: packaged)",
-    )
-    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
-                        help="run the model with PyTorch, or an exported .onnx with onnxruntime")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="where the torch backend runs")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="CPU threads of the torch backend (default 1: PyTorch's spinning OpenMP threads "
-        "stall when the CPU is shared; onnxruntime uses 2 threads that sleep when idle)",
-    )
-    parser.add_argument("--no-smooth", action="store_true", help="turn temporal smoothing off")
-    parser.add_argument("--max_frames", type=int, help="stop after this many frames")
-    add_region_arguments(parser)
 
 
 def is_camera(source: str) -> bool:
@@ -132,7 +99,7 @@ def read_frames(capture: cv2.VideoCapture, max_frames: int | None = None) -> Ite
 
 def write_video(
     frames: Iterator[np.ndarray],
-    segment: Segmenter,
+    segment: FrameAlpha,
     background: Background,
     output: str | Path,
     fps: float,
@@ -182,53 +149,3 @@ def set_torch_threads(threads: int) -> Callable[[], None]:
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     return lambda: torch.set_num_threads(previous)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Open the input, build the predictor, write the composed video and print the speed."""
-    if args.max_frames is not None and args.max_frames <= 0:
-        raise HumanSegError(f"--max_frames must be positive, got {args.max_frames}")
-    if Path(args.output).suffix.lower() not in VIDEO_SUFFIXES:
-        raise HumanSegError(f"--output {args.output}: end it in one of {', '.join(VIDEO_SUFFIXES)}")
-    if args.threads <= 0:
-        raise HumanSegError(f"--threads must be positive, got {args.threads}")
-    check_output_path(args.output)
-    if not is_camera(args.input) and is_same_file(args.input, args.output):
-        raise HumanSegError(f"--output {args.output}: is the input video {args.input}; "
-                            "write the result to another file")
-    background = parse_background(args.background)
-    capture = open_capture(args.input)
-    restore_threads = set_torch_threads(args.threads) if args.backend == "torch" else None
-    try:
-        predictor = build_predictor(
-            argparse.Namespace(**{**vars(args), "precision": "fp32", "track_subject": True})
-        )
-        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not is_camera(args.input) else 0
-        if args.max_frames is not None and total > 0:
-            total = min(total, args.max_frames)
-        fps = capture.get(cv2.CAP_PROP_FPS)  # 0 (or NaN) when the source does not say
-        stats = write_video(
-            read_frames(capture, args.max_frames),
-            lambda frame: person_probability(predictor(frame)),
-            background,
-            args.output,
-            fps=fps if fps > 0 else FALLBACK_FPS,  # NaN > 0 is False too
-            smooth=not args.no_smooth,
-            total=total or None,
-            keep_on_interrupt=is_camera(args.input),
-        )
-    finally:
-        capture.release()
-        if restore_threads is not None:
-            restore_threads()
-    if total and stats.frames < total:
-        warnings.warn(
-            f"{args.input}: the video ended after {stats.frames} of its {total} frames (damaged "
-            f"or truncated file?); {args.output} holds the {stats.frames} frames that were read",
-            HumanSegWarning,
-            stacklevel=2,
-        )
-    print(
-        f"wrote {args.output}: {stats.frames} frames in {stats.seconds:.1f} s ({stats.fps:.1f} FPS)"
-    )
-    return 0

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from humanseg.engine.runtime import MODEL_FILE as MODEL_FILE  # a checkpoint's weights file
 from humanseg.errors import HumanSegError, HumanSegWarning
 from humanseg.io import atomic_path, check_output_path
 
-MODEL_FILE = "model.pt"
 STATE_FILE = "train_state.pt"
 BEST_DIR = "best_model"
 ITER_DIR = re.compile(r"^iter_(\d+)$")

@@ -1,4 +1,4 @@
-"""The `val` verb and `evaluate()`: mIoU, per-class IoU, Acc, Kappa, Dice and connectivity.
+"""`evaluate()`: mIoU, per-class IoU, Acc, Kappa, Dice and connectivity.
 
 Predictions are scored at the photo's resolution, as PaddleSeg and `humanseg predict` do: a
 dataset whose `transforms` is an inference pipeline (every val dataset built from a config) and
@@ -13,7 +13,6 @@ scores a shard of the images and rank 0 accumulates all of them, so metrics cove
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,10 +28,6 @@ from humanseg.data.inference import InferencePipeline, Placement, photo_label
 from humanseg.engine.distributed import DistContext, broadcast_object, gather_to_main
 from humanseg.engine.runtime import (
     autocast,
-    check_num_classes,
-    check_precision,
-    load_inference_model,
-    resolve_device,
 )
 from humanseg.errors import HumanSegError
 from humanseg.io import atomic_path
@@ -158,49 +153,3 @@ def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
     """Write metrics as JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `humanseg val` / `python val.py` (PaddleSeg's names)."""
-    parser.add_argument("--config", required=True, help="config file (its val_dataset is scored)")
-    parser.add_argument("--model_path", required=True,
-                        help="model.pt (plain state_dict) or a folder holding one")
-    parser.add_argument("--aug_eval", action="store_true",
-                        help="average softmax over --flip_horizontal and --scales")
-    parser.add_argument("--flip_horizontal", action="store_true",
-                        help="with --aug_eval: add horizontally flipped inputs")
-    parser.add_argument("--scales", type=float, nargs="+", default=[1.0],
-                        help="with --aug_eval: input scales, e.g. 0.75 1.0 1.25")
-    parser.add_argument("--save_dir", default=None,
-                        help=f"where {METRICS_FILE} goes (default: beside the model file)")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                        help="where the model runs")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
-                        help="autocast precision (fp16 needs --device cuda)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Evaluate a trained model on the config's val_dataset, print and save the metrics."""
-    from humanseg.data import build_dataset
-
-    device = resolve_device(args.device)
-    check_precision(args.precision, device)
-    cfg, model = load_inference_model(args.config, args.model_path, device, inference=False)
-    if "val_dataset" not in cfg:
-        raise HumanSegError(f"{args.config}: config has no val_dataset section")
-    num_classes = check_num_classes(cfg, "val_dataset", model)
-    dataset = build_dataset(cfg["val_dataset"])
-    flip = args.aug_eval and args.flip_horizontal
-    scales = args.scales if args.aug_eval else [1.0]
-    metrics = evaluate(
-        model, dataset, num_classes, ignore_index=int(cfg["val_dataset"].get("ignore_index", 255)),
-        flip_horizontal=flip, scales=scales, precision=args.precision, progress=True,
-    )
-    metrics["images"] = len(dataset)
-    print(format_metrics(metrics))
-    model_path = Path(args.model_path)
-    save_dir = Path(args.save_dir) if args.save_dir else (
-        model_path if model_path.is_dir() else model_path.parent)
-    write_metrics(save_dir / METRICS_FILE, metrics)
-    print(f"[EVAL] metrics written to {save_dir / METRICS_FILE}")
-    return 0

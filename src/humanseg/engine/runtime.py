@@ -18,7 +18,10 @@ from humanseg.errors import HumanSegError
 if TYPE_CHECKING:
     import torch
 
+DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "fp16", "bf16")
+BACKENDS = ("torch", "onnxruntime")  # PyTorch, or an exported ONNX model on onnxruntime
+MODEL_FILE = "model.pt"  # the weights file of a model folder (checkpoints, best_model)
 
 
 def softmax(logits: np.ndarray, axis: int) -> np.ndarray:
@@ -31,8 +34,8 @@ def resolve_device(name: str) -> torch.device:
     """`cpu` or `cuda`, with a clear error when CUDA is asked for and absent."""
     import torch
 
-    if name not in ("cpu", "cuda"):
-        raise HumanSegError(f"--device: expected cpu or cuda, got {name!r}")
+    if name not in DEVICES:
+        raise HumanSegError(f"--device: expected {' or '.join(DEVICES)}, got {name!r}")
     if name == "cuda" and not torch.cuda.is_available():
         raise HumanSegError("--device cuda: no CUDA device is available (use --device cpu)")
     return torch.device(name)
@@ -60,6 +63,12 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
         yield
 
 
+def model_file(path: str | os.PathLike) -> Path:
+    """A model file, or the `MODEL_FILE` inside a model folder (a checkpoint, `best_model`)."""
+    path = Path(path)
+    return path / MODEL_FILE if path.is_dir() else path
+
+
 def load_inference_model(
     config_path: str | os.PathLike, model_path: str | os.PathLike, device: torch.device,
     inference: bool = True,
@@ -73,10 +82,7 @@ def load_inference_model(
     if "model" not in cfg:
         raise HumanSegError(f"{config_path}: config has no model section")
     model = build_model(cfg["model"])
-    model_path = Path(model_path)
-    if model_path.is_dir():
-        model_path = model_path / "model.pt"
-    load_model_file(model, model_path)
+    load_model_file(model, model_file(model_path))
     return cfg, model.to(device).eval()
 
 

@@ -1,4 +1,4 @@
-"""PaddleSeg `.pdparams` -> our modules, and the `humanseg convert-paddle` verb.
+"""PaddleSeg `.pdparams` -> our modules (the library side of `humanseg convert-paddle`).
 
 A `.pdparams` file is a pickle of `{name: numpy array}`; it is read with a restricted unpickler
 (numpy arrays and plain containers only), so neither paddle nor arbitrary code is involved.
@@ -9,7 +9,6 @@ docs/models.md); conv weights are OIHW in both frameworks and BN statistics keep
 
 from __future__ import annotations
 
-import argparse
 import io
 import pickle
 import re
@@ -21,7 +20,6 @@ import torch
 from torch import nn
 
 from humanseg.errors import HumanSegError
-from humanseg.io import atomic_path
 from humanseg.models import raise_if_misfit
 
 # Paddle's own bookkeeping entry in saved state dicts; not a tensor.
@@ -179,32 +177,3 @@ def load_pdparams_into(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a PaddleSeg `.pdparams` file into `model` (used for `pretrained:` paths too)."""
     model.load_state_dict(convert_pdparams(model, read_pdparams(path), str(path)))
     return model
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--src model.pdparams|model.onnx --config X.yml --dst model.pt`."""
-    parser.add_argument("--src", required=True, type=Path,
-                        help="PaddleSeg weights: a .pdparams file, or a model exported to .onnx "
-                             "(paddle2onnx; batch norm separate or folded)")
-    parser.add_argument("--config", required=True, type=Path, help="config naming the model")
-    parser.add_argument("--dst", required=True, type=Path, help="output PyTorch state_dict (.pt)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Build the config's model, map the Paddle weights onto it, save its state_dict."""
-    from humanseg.config import load_config
-    from humanseg.models import build_model, without_pretrained
-    from humanseg.models.onnx_import import convert_onnx
-
-    config = load_config(args.config)
-    if not isinstance(config.get("model"), Mapping):
-        raise HumanSegError(f"{args.config}: no `model` section")
-    model = build_model(without_pretrained(config["model"]))
-    if args.src.suffix.lower() == ".onnx":
-        state = convert_onnx(model, args.src)
-    else:
-        state = convert_pdparams(model, read_pdparams(args.src), str(args.src))
-    with atomic_path(args.dst) as tmp:
-        torch.save(state, tmp)
-    print(f"wrote {args.dst} ({len(state)} tensors) from {args.src}")
-    return 0

@@ -1,4 +1,7 @@
-"""The `humanseg` command: one verb per module, each module defining `add_arguments` and `run`."""
+"""The `humanseg` command: one module per verb in this package (`humanseg.cli.VERB`), each
+defining `add_arguments(parser)` and `run(args) -> int`; options several verbs share are declared
+once in `humanseg.cli.options`. The verbs adapt the command line to the library (the Python API
+of `humanseg.deploy.api`, the engine, data and model modules) and hold no other logic."""
 
 from __future__ import annotations
 
@@ -19,17 +22,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # verb -> (module, one-line help). Each module has add_arguments(parser) and run(args) -> int.
 VERBS: dict[str, tuple[str, str]] = {
-    "train": ("humanseg.engine.train", "train a model from a config"),
-    "val": ("humanseg.engine.evaluate", "evaluate a model on the config's val_dataset"),
-    "predict": ("humanseg.engine.predict", "segment images and write masks and cut-outs"),
-    "prepare-coco": ("humanseg.data.coco", "convert COCO instances into person label PNGs"),
-    "info": ("humanseg.models.info", "print a model's parameter count and FLOPs"),
-    "convert-paddle": ("humanseg.models.paddle_import",
+    "train": ("humanseg.cli.train", "train a model from a config"),
+    "val": ("humanseg.cli.val", "evaluate a model on the config's val_dataset"),
+    "predict": ("humanseg.cli.predict", "segment images and write masks and cut-outs"),
+    "prepare-coco": ("humanseg.cli.prepare_coco", "convert COCO instances into person label PNGs"),
+    "info": ("humanseg.cli.info", "print a model's parameter count and FLOPs"),
+    "convert-paddle": ("humanseg.cli.convert_paddle",
                        "convert PaddleSeg weights (.pdparams or exported .onnx)"),
-    "export": ("humanseg.deploy.export", "export a model to ONNX"),
-    "video": ("humanseg.deploy.video", "replace or blur the background of a video or webcam"),
-    "demo": ("humanseg.deploy.demo", "run the packaged model on a sample photo"),
-    "serve": ("humanseg.deploy.serve", "segmentation over HTTP and the webcam page (FastAPI)"),
+    "export": ("humanseg.cli.export", "export a model to ONNX"),
+    "video": ("humanseg.cli.video", "replace or blur the background of a video or webcam"),
+    "demo": ("humanseg.cli.demo", "run the packaged model on a sample photo"),
+    "serve": ("humanseg.cli.serve", "segmentation over HTTP and the webcam page (FastAPI)"),
 }
 DESCRIPTION = """\
 Portrait segmentation (PP-HumanSeg): cut people out of photos, replace or blur the background
@@ -112,7 +115,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"humanseg {args.verb}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

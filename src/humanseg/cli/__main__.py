@@ -1,0 +1,7 @@
+"""`python -m humanseg.cli VERB ...` is `humanseg VERB ...`."""
+
+import sys
+
+from humanseg.cli import main
+
+sys.exit(main())
