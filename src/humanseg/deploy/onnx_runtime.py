@@ -2,7 +2,9 @@
 
 `humanseg predict --backend onnxruntime --model_path model.onnx` and `humanseg video --backend
 onnxruntime` build an `OnnxRuntimeForward` and hand it to `Predictor(forward, transforms,
-num_classes)`; it maps a normalised float32 batch [N, 3, h, w] to logits [N, C, h, w].
+num_classes)`; it maps a normalised float32 batch [N, 3, h, w] to logits [N, C, h, w]. A model
+that outputs softmax probabilities (as PaddleSeg's exports often do) gives their logarithms, so
+the Predictor's softmax returns the model's own probabilities.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import onnxruntime as ort
 from humanseg.errors import HumanSegError
 
 DEFAULT_THREADS = 2
+# float32 softmax sums stray from 1 by a few ulps per class; logits miss 1 by far more.
+PROBABILITY_SUM_TOLERANCE = 1e-4
 
 
 def _dimension(value: object) -> int | None:
@@ -99,4 +103,22 @@ class OnnxRuntimeForward:
                 f"{self.model_path}: inference failed for input {tuple(batch.shape)}: "
                 f"{_first_line(error)}"
             ) from error
-        return np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        output = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        return _probabilities_as_logits(output) if _is_softmax_output(output) else output
+
+
+def _is_softmax_output(output: np.ndarray) -> bool:
+    """Whether a model's output [N, C, h, w] is already softmax probabilities (PaddleSeg exports
+    often end in Softmax): every value in [0, 1] and each pixel's classes summing to 1. Logits
+    practically never do both at every pixel."""
+    if output.ndim != 4 or output.shape[1] < 2 or output.size == 0:
+        return False
+    in_range = output.min() >= 0.0 and output.max() <= 1.0
+    return bool(in_range and np.abs(output.sum(axis=1) - 1.0).max() <= PROBABILITY_SUM_TOLERANCE)
+
+
+def _probabilities_as_logits(probabilities: np.ndarray) -> np.ndarray:
+    """Log-probabilities: logits whose softmax gives the probabilities back (a zero becomes the
+    log of the smallest positive float32, whose softmax share is 0 to float32 precision)."""
+    tiny = np.finfo(np.float32).tiny
+    return np.log(np.maximum(probabilities, tiny)).astype(np.float32)
