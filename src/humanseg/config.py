@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from humanseg.errors import HumanSegError
+from humanseg.errors import HumanSegError, KeyPath, SpecError, format_key
+from humanseg.registry import check_keys
 
 BASE_KEY = "_base_"
 INHERIT_KEY = "_inherited_"
@@ -48,36 +49,7 @@ TOP_LEVEL_KEYS = frozenset(
 )
 DATASET_SECTIONS = ("train_dataset", "val_dataset", "test_dataset")
 
-KeyPath = tuple[str | int, ...]
 Source = Callable[[KeyPath], Path]
-
-
-class SpecError(HumanSegError):
-    """A bad key or value at `path` inside a config section; config loading adds the file name."""
-
-    def __init__(self, path: KeyPath, message: str) -> None:
-        """Keep the key path apart from the message so the loader can find the file that set it."""
-        self.path = tuple(path)
-        self.detail = message
-        super().__init__(f"{format_key(self.path)}: {message}")
-
-
-def format_key(path: Iterable[str | int]) -> str:
-    """`('train_dataset', 'transforms', 2, 'prob')` -> `train_dataset.transforms[2].prob`."""
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "<top level>"
-
-
-def check_keys(spec: Mapping[str, Any], allowed: Iterable[str], path: KeyPath) -> None:
-    """Raise SpecError on the first key of `spec` outside `allowed`, listing what is allowed."""
-    allowed = set(allowed)
-    for key in spec:
-        if key not in allowed:
-            raise SpecError(
-                (*path, key), f"unknown key (allowed here: {', '.join(sorted(map(str, allowed)))})"
-            )
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

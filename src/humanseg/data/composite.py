@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import torch
 
-from humanseg.data.datasets import load_pair
+from humanseg.data.datasets import DATASETS, load_pair
 from humanseg.data.split import DEFAULT_VAL_FRACTION, is_validation
 from humanseg.errors import HumanSegError
 from humanseg.io import IMAGE_SUFFIXES, read_image
@@ -202,6 +202,7 @@ def random_crop_resized(image: np.ndarray, height: int, width: int) -> np.ndarra
     return cv2.resize(crop, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
+@DATASETS.register
 class PortraitComposite:
     """Real portrait photos, varied by person-aware crops and compositing (see module docstring)."""
 

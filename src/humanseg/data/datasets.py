@@ -22,12 +22,16 @@ from torch.utils.data import Dataset
 
 from humanseg.errors import HumanSegError, HumanSegWarning
 from humanseg.io import IMAGE_SUFFIXES, read_image, read_mask
+from humanseg.registry import Registry
 
 Transform = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 Pair = tuple[Path, Path]
 MODES = ("train", "val", "test")
 MASK_SUFFIX = ".png"
 LABELS_SAMPLED = 16  # labels read at start-up, evenly spaced, to catch 0/255 masks early
+
+# Dataset classes by config `type`; a class receives its `transforms` already built.
+DATASETS = Registry("dataset type")
 
 
 def check_label(label: np.ndarray, num_classes: int, ignore_index: int, path: Path) -> None:
@@ -173,6 +177,7 @@ def read_list_file(list_file: Path, dataset_root: Path, separator: str) -> list[
     return pairs
 
 
+@DATASETS.register(name="Dataset")
 class ListDataset(PairDataset):
     """PaddleSeg `Dataset`: pairs listed in `train_path` / `val_path` / `test_path`."""
 
@@ -212,6 +217,7 @@ def read_stems_file(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+@DATASETS.register
 class FolderDataset(PairDataset):
     """`images/` + `masks/` folders matched by stem (mask = stem + .png), optionally a subset."""
 

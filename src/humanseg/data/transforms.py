@@ -15,25 +15,27 @@ worker do) makes augmentation reproducible.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import albumentations as A
 import cv2
 import numpy as np
 
-from humanseg.config import KeyPath, SpecError
 from humanseg.data import inference
 from humanseg.data.inference import (
     IM_PAD,
     INTERPOLATIONS,
     LABEL_PAD,
     Size,
-    build_op,
     ceil_to,
     fill3,
     width_height,
 )
+from humanseg.errors import KeyPath, SpecError
+from humanseg.registry import Registry
+
+TRANSFORMS = Registry("transform")
 
 
 class Rescale(A.DualTransform):
@@ -193,6 +195,7 @@ def _pad_bottom_right(
 # Builders: one per PaddleSeg transform name, with PaddleSeg's parameter names and defaults.
 
 
+@TRANSFORMS.register(name="Resize")
 def resize(
     target_size: Size = (512, 512),
     keep_ratio: bool = False,
@@ -214,26 +217,31 @@ def resize(
     return ops if len(ops) == 1 else [A.OneOf(ops, p=1.0)]
 
 
+@TRANSFORMS.register(name="ResizeByLong")
 def resize_by_long(long_size: int) -> list[A.BasicTransform]:
     """Scale so that the long side is `long_size`."""
     return [RuleResize(inference.resize_by_long(long_size))]
 
 
+@TRANSFORMS.register(name="ResizeByShort")
 def resize_by_short(short_size: int, max_size: float = 1e10) -> list[A.BasicTransform]:
     """Scale so that the short side is `short_size`, the long side at most `max_size`."""
     return [RuleResize(inference.resize_by_short(short_size, max_size))]
 
 
+@TRANSFORMS.register(name="LimitLong")
 def limit_long(max_long: int | None = None, min_long: int | None = None) -> list[A.BasicTransform]:
     """Keep the long side within [min_long, max_long] by scaling."""
     return [RuleResize(inference.limit_long(max_long, min_long))]
 
 
+@TRANSFORMS.register(name="ResizeRangeScaling")
 def resize_range_scaling(min_value: int = 400, max_value: int = 600) -> list[A.BasicTransform]:
     """Long side to a random length in [min_value, max_value]."""
     return [LongSideRange(min_value, max_value)]
 
 
+@TRANSFORMS.register(name="ResizeStepScaling")
 def resize_step_scaling(
     min_scale_factor: float = 0.75, max_scale_factor: float = 1.25, scale_step_size: float = 0.25
 ) -> list[A.BasicTransform]:
@@ -241,6 +249,7 @@ def resize_step_scaling(
     return [StepScale(min_scale_factor, max_scale_factor, scale_step_size)]
 
 
+@TRANSFORMS.register(name="RandomPaddingCrop")
 def random_padding_crop(
     crop_size: Size = (512, 512),
     im_padding_value: float | Sequence[float] = IM_PAD,
@@ -261,6 +270,7 @@ def random_padding_crop(
     return [_pad_bottom_right(width, height, fill, label_padding_value), crop]
 
 
+@TRANSFORMS.register(name="Padding")
 def padding(
     target_size: Size,
     im_padding_value: float | Sequence[float] = IM_PAD,
@@ -272,6 +282,7 @@ def padding(
     return [_pad_bottom_right(width, height, op.fill, op.fill_label)]
 
 
+@TRANSFORMS.register(name="PaddingByAspectRatio")
 def padding_by_aspect_ratio(
     aspect_ratio: float = 1.0,
     im_padding_value: float | Sequence[float] = IM_PAD,
@@ -282,16 +293,19 @@ def padding_by_aspect_ratio(
         aspect_ratio, im_padding_value, label_padding_value))]
 
 
+@TRANSFORMS.register(name="RandomHorizontalFlip")
 def random_horizontal_flip(prob: float = 0.5) -> list[A.BasicTransform]:
     """Mirror left-right with probability `prob`."""
     return [A.HorizontalFlip(p=prob)]
 
 
+@TRANSFORMS.register(name="RandomVerticalFlip")
 def random_vertical_flip(prob: float = 0.1) -> list[A.BasicTransform]:
     """Flip upside down with probability `prob`."""
     return [A.VerticalFlip(p=prob)]
 
 
+@TRANSFORMS.register(name="RandomRotation")
 def random_rotation(
     max_rotation: float = 15,
     im_padding_value: float | Sequence[float] = IM_PAD,
@@ -320,6 +334,7 @@ def _blur(kind: str, size: int, weight: float) -> A.BasicTransform:
     return A.OneOf([_blur(name, size, share) for name, share in shares.items()], p=weight)
 
 
+@TRANSFORMS.register(name="RandomBlur")
 def random_blur(prob: float = 0.1, blur_type: str = "gaussian") -> list[A.BasicTransform]:
     """Blur with probability `prob` (gaussian, median, blur = box, or random among them), kernel
     3/5/7/9 weighted 1:2:2:2 as PaddleSeg's odd-rounded draw from 3..9."""
@@ -330,6 +345,7 @@ def random_blur(prob: float = 0.1, blur_type: str = "gaussian") -> list[A.BasicT
     return [A.OneOf(ops, p=min(max(prob, 0.0), 1.0))]
 
 
+@TRANSFORMS.register(name="RandomNoise")
 def random_noise(prob: float = 0.5, max_sigma: float = 10.0) -> list[A.BasicTransform]:
     """Add Gaussian noise of a random sigma in [0, max_sigma] (pixel units) with `prob`."""
     if max_sigma < 0:
@@ -337,6 +353,7 @@ def random_noise(prob: float = 0.5, max_sigma: float = 10.0) -> list[A.BasicTran
     return [A.GaussNoise(std_range=(0.0, min(max_sigma / 255.0, 1.0)), p=prob)]
 
 
+@TRANSFORMS.register(name="RandomDistort")
 def random_distort(
     brightness_range: float = 0.5,
     brightness_prob: float = 0.5,
@@ -368,6 +385,7 @@ def random_distort(
     return [A.SomeOf(ops, n=len(ops), replace=False, p=1.0)]
 
 
+@TRANSFORMS.register(name="RandomGrayscale")
 def random_grayscale(prob: float = 0.1) -> list[A.BasicTransform]:
     """With probability `prob`, replace the photo by its grey version (0.299 R + 0.587 G +
     0.114 B in all three channels), so grey-scale photos are segmented as well as colour ones.
@@ -377,33 +395,13 @@ def random_grayscale(prob: float = 0.1) -> list[A.BasicTransform]:
     return [A.ToGray(num_output_channels=3, method="weighted_average", p=prob)]
 
 
+@TRANSFORMS.register(name="Normalize")
 def normalize(
     mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5)
 ) -> list[A.BasicTransform]:
     """(pixel / 255 - mean) / std per channel (one value or three), as float32."""
     inference.normalize(mean, std)  # checks the values
     return [A.Normalize(mean=fill3(mean, "mean"), std=fill3(std, "std"), max_pixel_value=255.0)]
-
-
-TRANSFORMS: dict[str, Callable[..., list[A.BasicTransform]]] = {
-    "Resize": resize,
-    "ResizeByLong": resize_by_long,
-    "ResizeByShort": resize_by_short,
-    "LimitLong": limit_long,
-    "ResizeRangeScaling": resize_range_scaling,
-    "ResizeStepScaling": resize_step_scaling,
-    "RandomPaddingCrop": random_padding_crop,
-    "Padding": padding,
-    "PaddingByAspectRatio": padding_by_aspect_ratio,
-    "RandomHorizontalFlip": random_horizontal_flip,
-    "RandomVerticalFlip": random_vertical_flip,
-    "RandomRotation": random_rotation,
-    "RandomBlur": random_blur,
-    "RandomNoise": random_noise,
-    "RandomDistort": random_distort,
-    "RandomGrayscale": random_grayscale,
-    "Normalize": normalize,
-}
 
 
 class SegTransforms:
@@ -436,7 +434,7 @@ def _build_ops(specs: Any, path: KeyPath) -> list[A.BasicTransform]:
     if not isinstance(specs, list):
         raise SpecError(path, f"must be a list of {{type: Name, ...}} entries, got {specs!r}")
     return [op for index, spec in enumerate(specs)
-            for op in build_op(spec, (*path, index), TRANSFORMS, "transform")]
+            for op in TRANSFORMS.build(spec, (*path, index))]
 
 
 def build_transforms(specs: Any, path: KeyPath = ("transforms",)) -> SegTransforms:
