@@ -9,9 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from humanseg.errors import HumanSegError
+from humanseg.losses.base import LOSSES
 from humanseg.losses.inputs import check_class_weights, check_logits_and_labels
 
 
+@LOSSES.register
 class DiceLoss(nn.Module):
     """1 - (2 |P ∩ Y| + smooth) / (|P| + |Y| + smooth) per class over the batch, class-averaged."""
 

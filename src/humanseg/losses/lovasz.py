@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from humanseg.errors import HumanSegError
+from humanseg.losses.base import LOSSES
 from humanseg.losses.inputs import check_logits_and_labels
 
 
@@ -18,6 +19,7 @@ def lovasz_gradient(sorted_truth: torch.Tensor) -> torch.Tensor:
     return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
 
 
+@LOSSES.register
 class LovaszSoftmaxLoss(nn.Module):
     """Mean over classes of the Lovász hinge of |onehot - prob|, over all non-ignored pixels."""
 

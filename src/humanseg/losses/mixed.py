@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 from humanseg.errors import HumanSegError
+from humanseg.losses.base import LOSSES
 
 
+@LOSSES.register(nested={"losses": LOSSES})
 class MixedLoss(nn.Module):
     """sum_k coef[k] * losses[k](logits, labels), every loss on the same logits."""
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from humanseg.errors import HumanSegError
+from humanseg.losses.base import LOSSES
 from humanseg.losses.inputs import check_logits_and_labels
 from humanseg.ops import ComponentLabels, label_components
 
@@ -381,6 +382,7 @@ def kept_predictions(
     return ~capped[pred_group] | (rank < max_pred_num_conn)
 
 
+@LOSSES.register
 class SemanticConnectivityLoss(nn.Module):
     """SC loss: 1 - connectivity between predicted and label components, averaged per class."""
 
