@@ -69,17 +69,17 @@ def test_wrong_channel_count_is_a_clear_error() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"type": "UNet", "num_classes": 2}, r"model.type: unknown 'UNet'"),
+        ({"type": "UNet", "num_classes": 2}, r"model\.type: unknown model 'UNet'"),
         ({"num_classes": 2}, r"model: must be a mapping with a `type` key"),
-        ({**LITE, "colour": 1}, r"model: unknown key\(s\) colour for PPHumanSegLite"),
+        ({**LITE, "colour": 1}, r"model\.colour: unknown key \(allowed here: align_corners"),
         (
             {"type": "FCN", "backbone": {"type": "HRNet_W99"}, "num_classes": 2},
-            r"model.backbone.type: unknown 'HRNet_W99'",
+            r"model\.backbone\.type: unknown backbone 'HRNet_W99'",
         ),
         (
             {"type": "FCN", "backbone": {"type": "HRNet_W18", "stage2_num_modules": 2},
              "num_classes": 2},
-            r"model.backbone: unknown key\(s\) stage2_num_modules for HRNet_W18",
+            r"model\.backbone\.stage2_num_modules: unknown key",
         ),
         (
             {"type": "FCN", "backbone": {"type": "HRNet_W18", "has_se": True}, "num_classes": 2},
@@ -89,7 +89,7 @@ def test_wrong_channel_count_is_a_clear_error() -> None:
         ({"type": "PPHumanSegLite"}, r"num_classes"),
         ({**LITE, "num_classes": 0}, r"PPHumanSegLite: num_classes must be an integer >= 1"),
         ({**HRNET_SMALL, "num_classes": "two"}, r"FCN: num_classes must be an integer >= 1"),
-        ({"type": ["FCN"], "num_classes": 2}, r"model.type: unknown \['FCN'\]"),
+        ({"type": ["FCN"], "num_classes": 2}, r"model\.type: unknown model \['FCN'\]"),
     ],
 )
 def test_bad_specs_raise_humanseg_error(spec: dict, message: str) -> None:
