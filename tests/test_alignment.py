@@ -85,7 +85,7 @@ def test_val_miou_equals_predicts_label_pngs_for_each_val_transform(
     dataset = {"type": "FolderDataset", "dataset_root": str(PORTRAITS), "num_classes": 2,
                "mode": "val", "stems": stems}
     if GEOMETRIES[geometry] is None:  # the portrait config's own transforms, inherited as written
-        from humanseg.config import load_config
+        from humanseg.builder import load_config
 
         dataset["transforms"] = load_config(PORTRAIT_CONFIG)["val_dataset"]["transforms"]
     config = write_child_config(tmp_path / "child.yml", dataset, GEOMETRIES[geometry])
@@ -99,7 +99,7 @@ def test_val_miou_equals_predicts_label_pngs_for_each_val_transform(
 @needs_portraits
 def test_portrait_composite_validation_scores_what_predict_writes(tmp_path: Path) -> None:
     sources = [{"images": str(PORTRAITS / "images"), "masks": str(PORTRAITS / "masks")}]
-    from humanseg.config import load_config
+    from humanseg.builder import load_config
 
     dataset = {"type": "PortraitComposite", "mode": "val", "num_classes": 2, "sources": sources,
                "transforms": load_config(PORTRAIT_CONFIG)["val_dataset"]["transforms"]}

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from humanseg.config import SpecError
 from humanseg.data import DATASETS, build_dataset
-from humanseg.errors import HumanSegError, HumanSegWarning
+from humanseg.errors import HumanSegError, HumanSegWarning, SpecError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -19,7 +19,7 @@ from engine_fixtures import (  # noqa: F401
     one_thread,
 )
 
-from humanseg.config import load_config
+from humanseg.builder import load_config
 from humanseg.engine.evaluate import evaluate
 from humanseg.engine.train import train
 
@@ -33,7 +33,7 @@ sys.path.insert(0, {tests_dir!r})
 from engine_fixtures import TinySegNet
 from humanseg.models import MODELS
 MODELS["TinySegNet"] = TinySegNet
-from humanseg.config import load_config
+from humanseg.builder import load_config
 from humanseg.engine.train import train
 
 config, save_dir, out_dir = sys.argv[1:4]

@@ -15,7 +15,7 @@ import torch
 from deploy_fixtures import HRNET_SMALL_SPEC, LITE_SPEC, write_model
 from skimage import data
 
-from humanseg.config import load_config
+from humanseg.builder import load_config
 from humanseg.data.inference import build_inference_transforms
 from humanseg.deploy import export
 from humanseg.deploy.onnx_runtime import OnnxRuntimeForward

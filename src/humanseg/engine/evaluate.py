@@ -29,7 +29,6 @@ from humanseg.data.inference import InferencePipeline, Placement, photo_label
 from humanseg.engine.distributed import DistContext, broadcast_object, gather_to_main
 from humanseg.engine.runtime import (
     autocast,
-    check_num_classes,
     check_precision,
     load_inference_model,
     resolve_device,
@@ -181,6 +180,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate a trained model on the config's val_dataset, print and save the metrics."""
+    from humanseg.builder import check_num_classes
     from humanseg.data import build_dataset
 
     device = resolve_device(args.device)
@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     cfg, model = load_inference_model(args.config, args.model_path, device, inference=False)
     if "val_dataset" not in cfg:
         raise HumanSegError(f"{args.config}: config has no val_dataset section")
-    num_classes = check_num_classes(cfg, "val_dataset", model)
+    num_classes = check_num_classes(cfg, model)
     dataset = build_dataset(cfg["val_dataset"])
     flip = args.aug_eval and args.flip_horizontal
     scales = args.scales if args.aug_eval else [1.0]

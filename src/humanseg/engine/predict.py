@@ -224,7 +224,7 @@ def build_predictor(args: argparse.Namespace) -> Predictor:
     file is loaded as ONNX."""
     config_path, model_path = resolve_paths(args.config or None, args.model_path or None)
     if args.backend == "onnxruntime":
-        from humanseg.config import load_config
+        from humanseg.builder import load_config
         from humanseg.deploy.onnx_runtime import OnnxRuntimeForward
 
         cfg = load_config(config_path, inference=True)
