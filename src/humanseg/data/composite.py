@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import torch
 
-from humanseg.data.datasets import DATASETS, load_pair
+from humanseg.data.datasets import DATASETS, as_sample, load_pair
 from humanseg.data.split import DEFAULT_VAL_FRACTION, is_validation
 from humanseg.errors import HumanSegError
 from humanseg.io import IMAGE_SUFFIXES, read_image
@@ -266,16 +266,15 @@ class PortraitComposite:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(image float32 [3, H, W], label int64 [H, W])` after the config's transforms."""
-        image, mask = self.raw(index)
-        if self.transforms is None:
-            chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
-        else:
-            chw, mask = self.transforms(image, mask)
-        return torch.from_numpy(chw), torch.from_numpy(np.asarray(mask, dtype=np.int64))
+        """`(image float32 [3, H, W], label int64 [H, W])` after the config's transforms, made
+        as every dataset makes its samples (`datasets.as_sample`)."""
+        return as_sample(*self.raw(index), self.transforms)
 
     def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The sample before transforms: RGB uint8 [H, W, 3] and label uint8 [H, W]."""
+        """The sample before transforms: RGB uint8 [H, W, 3] and label uint8 [H, W]. In
+        validation mode that is the stored pair at its own resolution, checked, as every
+        dataset's `raw` (evaluation scores against it); only training photos are shrunk to
+        `max_side` (and cached) before cropping and compositing."""
         if self.mode == "val":
             return self.load(index)
         return self.training_photo(index)

@@ -145,12 +145,20 @@ class PairDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """`(image float32 [3, H, W], label int64 [H, W])` after the transforms."""
-        image, label = self.raw(index)
-        if self.transforms is None:
-            chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
-            return torch.from_numpy(chw), torch.from_numpy(label.astype(np.int64))
-        chw, out_label = self.transforms(image, label)
-        return torch.from_numpy(chw), torch.from_numpy(np.asarray(out_label, dtype=np.int64))
+        return as_sample(*self.raw(index), self.transforms)
+
+
+def as_sample(
+    image: np.ndarray, label: np.ndarray, transforms: Transform | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one way a dataset makes a sample from a photo and its label: `(image float32
+    [3, H, W], label int64 [H, W])`, transformed together when there are transforms, else at
+    the photo's own resolution."""
+    if transforms is None:
+        chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+        return torch.from_numpy(chw), torch.from_numpy(label.astype(np.int64))
+    chw, out_label = transforms(image, label)
+    return torch.from_numpy(chw), torch.from_numpy(np.asarray(out_label, dtype=np.int64))
 
 
 def find_listing(list_path: str, dataset_root: Path, what: str = "list file") -> Path:
