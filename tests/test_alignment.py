@@ -15,7 +15,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from engine_fixtures import REPO, one_thread  # noqa: F401
 
 from humanseg.cli import main
 from humanseg.data import build_dataset
@@ -25,6 +24,7 @@ from humanseg.metrics import SegMetrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+REPO = Path(__file__).resolve().parents[1]
 PORTRAITS = REPO.parent / "shared" / "data" / "portraits"
 PORTRAIT_CONFIG = REPO / "configs" / "pp_humanseg" / "pp_humanseg_lite_portrait_398x224.yml"
 PACKAGED_MODEL = REPO / "src" / "humanseg" / "weights" / "default.pt"

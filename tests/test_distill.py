@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from engine_fixtures import blob_config, make_blob_dataset, one_thread  # noqa: F401
 
 from humanseg.engine.distill import TERM_NAME, Teacher
 from humanseg.engine.train import train
@@ -99,7 +98,7 @@ def test_bad_teacher_sections_name_the_key(spec: dict, message: str) -> None:
 
 
 def test_training_with_a_teacher_logs_the_distillation_term(
-    tmp_path: Path, teacher_file: Path, one_thread: None,  # noqa: F811
+    tmp_path: Path, teacher_file: Path, one_thread: None, make_blob_dataset, blob_config,
 ) -> None:
     root = make_blob_dataset(tmp_path / "blobs", train=8, val=2, size=32)
     cfg = yaml.safe_load(blob_config(root, iters=4, batch_size=2, learning_rate=0.01))

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from engine_fixtures import blob_config, make_blob_dataset, one_thread  # noqa: F401
 
 from humanseg.engine import checkpoint
 from humanseg.engine.sampling import SeededSamples, ShuffledBatches
@@ -253,14 +252,14 @@ ITERS = 40
 
 
 @pytest.fixture(scope="module")
-def blob_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def blob_root(tmp_path_factory: pytest.TempPathFactory, make_blob_dataset) -> Path:
     """24 training and 8 validation blob images (64x64)."""
     return make_blob_dataset(tmp_path_factory.mktemp("blobs"), train=24, val=8)
 
 
 @pytest.fixture(scope="module")
 def trained(
-    blob_root: Path, tmp_path_factory: pytest.TempPathFactory, one_thread: None  # noqa: F811
+    blob_root: Path, tmp_path_factory: pytest.TempPathFactory, blob_config, one_thread: None
 ) -> tuple[dict, Path, object]:
     """One uninterrupted 40-iteration run of PPHumanSegLite with CE + SC loss, eval every 20."""
     from humanseg.builder import load_config

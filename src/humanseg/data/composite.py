@@ -204,7 +204,26 @@ def random_crop_resized(image: np.ndarray, height: int, width: int) -> np.ndarra
 
 @DATASETS.register
 class PortraitComposite:
-    """Real portrait photos, varied by person-aware crops and compositing (see module docstring)."""
+    """Real portrait photos, varied by person-aware crops and compositing (see module docstring).
+
+    Args:
+        sources: folder pairs `{images, masks, repeat: 1, half_body_prob: 0.0}`; `repeat`
+            lists a source's training photos that many times, `half_body_prob` is the chance
+            of a head-to-waist crop of its photos.
+        transforms: the PaddleSeg transforms list (built before the class sees it).
+        mode: `train` (varied samples) or `val` (the held-out photos as stored).
+        num_classes: only 2 (person / background).
+        ignore_index: label value left out of losses and metrics.
+        backgrounds: a COCO folder whose person-free images are the backgrounds (needed when
+            composite_prob > 0).
+        val_fraction: share of stems held out by the stem-hash split.
+        composite_prob: chance a training sample is pasted onto a background.
+        second_person_prob: chance a composite gets a second person behind.
+        background_blur_prob: chance the background is blurred (shallow depth of field).
+        loose_crop_prob: chance of a loose crop around the person when no half-body crop is made.
+        colour_shift: strength of the random colour shift of the pasted person.
+        max_side: training photos are shrunk to this long side (and cached) first.
+    """
 
     def __init__(
         self,

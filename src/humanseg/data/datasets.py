@@ -187,7 +187,22 @@ def read_list_file(list_file: Path, dataset_root: Path, separator: str) -> list[
 
 @DATASETS.register(name="Dataset")
 class ListDataset(PairDataset):
-    """PaddleSeg `Dataset`: pairs listed in `train_path` / `val_path` / `test_path`."""
+    """PaddleSeg `Dataset` (config type `Dataset`): pairs listed in a PaddleSeg list file.
+
+    Args:
+        dataset_root: folder the listed paths are relative to.
+        num_classes: classes of the labels (values 0..num_classes - 1, or ignore_index).
+        mode: `train`, `val` or `test`: which list file is read, and which transforms (val /
+            test: the inference pipeline).
+        transforms: the PaddleSeg transforms list (built before the class sees it).
+        train_path, val_path, test_path: list files, `image<separator>label` per line (as
+            written, else under dataset_root); the one of `mode` is needed.
+        separator: between the two paths of a line.
+        ignore_index: label value left out of losses and metrics.
+        edge: PaddleSeg's edge labels; not supported (only false).
+        img_channels: only 3 (RGB).
+        skip_bad: warn about and skip unreadable or mismatched pairs instead of failing.
+    """
 
     def __init__(
         self,
@@ -227,7 +242,15 @@ def read_stems_file(path: Path) -> list[str]:
 
 @DATASETS.register
 class FolderDataset(PairDataset):
-    """`images/` + `masks/` folders matched by stem (mask = stem + .png), optionally a subset."""
+    """`images/` + `masks/` folders matched by stem (mask = stem + .png), optionally a subset.
+
+    Args:
+        dataset_root: folder holding the two folders.
+        num_classes, mode, transforms, ignore_index, skip_bad: as for `Dataset`.
+        images_dir, masks_dir: the folders' names under dataset_root.
+        stems: only these file stems (in this order).
+        stems_file: only the stems listed in this file, one a line (not with `stems`).
+    """
 
     def __init__(
         self,

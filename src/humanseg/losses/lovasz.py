@@ -21,7 +21,12 @@ def lovasz_gradient(sorted_truth: torch.Tensor) -> torch.Tensor:
 
 @LOSSES.register
 class LovaszSoftmaxLoss(nn.Module):
-    """Mean over classes of the Lovász hinge of |onehot - prob|, over all non-ignored pixels."""
+    """Mean over classes of the Lovász hinge of |onehot - prob|, over all non-ignored pixels.
+
+    Args:
+        ignore_index: label value that takes no part.
+        classes: `present` (classes in the labels; PaddleSeg's default) or `all`.
+    """
 
     def __init__(self, ignore_index: int = 255, classes: str = "present") -> None:
         """`classes`: "present" (classes in the labels; PaddleSeg's default) or "all"."""

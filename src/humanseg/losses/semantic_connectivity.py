@@ -22,7 +22,18 @@ from humanseg.ops.connectivity import (
 
 @LOSSES.register
 class SemanticConnectivityLoss(nn.Module):
-    """SC loss: 1 - connectivity between predicted and label components, averaged per class."""
+    """SC loss: 1 - connectivity between predicted and label components, averaged per class.
+
+    Args:
+        ignore_index: label value that belongs to no component.
+        max_pred_num_conn: per class, at most this many predicted components count when there
+            are more than twice as many as label components (the largest are kept).
+        use_argmax: false takes a hard class map [N, H, W] instead of logits (no gradient).
+        connectivity: 8 or 4 (pixel neighbourhood of a component).
+        unmatched: how a predicted component touching no label component counts in the
+            denominator: `hard` (the paper: 1, no gradient) or `soft` (its mean probability,
+            so false blobs are pushed away; docs/sc_loss.md).
+    """
 
     def __init__(
         self,
@@ -32,13 +43,7 @@ class SemanticConnectivityLoss(nn.Module):
         connectivity: int = 8,
         unmatched: str = "hard",
     ) -> None:
-        """PaddleSeg's arguments; `use_argmax=False` takes a hard class map [N, H, W] instead.
-
-        Args:
-            unmatched: how a predicted component touching no label component counts in the
-                denominator: `hard` (the paper: 1, no gradient) or `soft` (its mean probability,
-                so false blobs are pushed away; docs/sc_loss.md).
-        """
+        """PaddleSeg's arguments and `unmatched` (see the class docstring)."""
         super().__init__()
         if max_pred_num_conn < 1:
             raise HumanSegError(
