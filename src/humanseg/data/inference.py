@@ -236,8 +236,9 @@ class Normalize:
 InferenceOp = Resize | PadBottomRight | Normalize
 
 
-# Builders: one per PaddleSeg name, with PaddleSeg's parameter names and defaults. The training
-# pipeline (humanseg.data.transforms) builds through these too, so both check parameters alike.
+# Builders: one per PaddleSeg name, with PaddleSeg's parameter names and defaults; their config
+# keys are documented (`Args:`) on the training transform of the same name in
+# humanseg.data.transforms, which builds through these too, so both check parameters alike.
 INFERENCE_TRANSFORMS = Registry("inference transform")
 
 
