@@ -5,11 +5,10 @@ a `SegTransforms` pipeline. Each name is a factory registered in `TRANSFORMS` (i
 config keys); the val / export pipeline registers the deterministic ones again in
 `humanseg.data.inference`, with the same keys.
 
-Images stay RGB uint8 through the geometric and colour ops;
-`Normalize` (PaddleSeg default mean = std = 0.5 on [0, 1] pixels) makes them float32. Sizes follow
-PaddleSeg: `target_size` / `crop_size` are `[width, height]` (or one int for a square). Padding
-fills the image with 127.5 (128 on uint8 pixels) and the label with 255 (the ignore index), at the
-bottom and right.
+Images stay RGB uint8 through the geometric and colour ops; `Normalize` (PaddleSeg default
+mean = std = 0.5 on [0, 1] pixels) makes them float32. Sizes follow PaddleSeg: `target_size` /
+`crop_size` are `[width, height]` (or one int for a square). Padding fills the image with 127.5
+(128 on uint8 pixels) and the label with 255 (the ignore index), at the bottom and right.
 
 Randomness: albumentations keeps its own generators, so on every call the pipeline hands all its
 ops one stream seeded from Python's `random`; seeding `random` (as the trainer and each DataLoader
