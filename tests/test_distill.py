@@ -87,7 +87,7 @@ def test_a_descent_step_moves_the_student_towards_the_teacher(teacher_file: Path
 
 
 @pytest.mark.parametrize(("spec", "message"), [
-    ({"model_path": "x.pt", "weight": 1}, r"teacher: unknown key\(s\) weight"),
+    ({"model_path": "x.pt", "weight": 1}, r"teacher\.weight: unknown key"),
     ({"coef": 1.0}, r"teacher.model_path: the teacher's weights are required"),
     ({"model_path": "x.pt", "coef": 0}, r"teacher.coef: must be a number > 0"),
     ({"model_path": "x.pt", "input_size": [398]}, r"teacher.input_size: must be \[width"),

@@ -131,3 +131,19 @@ def test_entries_can_be_swapped_like_a_dict(monkeypatch: pytest.MonkeyPatch) -> 
     assert PARTS.build({"type": "Saddle"}) == {"bell": False}
     monkeypatch.undo()
     assert "Saddle" not in PARTS
+
+
+def test_a_constructors_own_spec_error_is_moved_under_the_spec_path() -> None:
+    registry = Registry("dataset type")
+
+    @registry.register
+    def Sources(sources: list) -> list:
+        for index, source in enumerate(sources):
+            if "images" not in source:
+                raise SpecError(("sources", index, "images"), "missing")
+        return sources
+
+    pattern = r"^train_dataset\.sources\[1\]\.images: missing$"
+    with pytest.raises(SpecError, match=pattern) as caught:
+        registry.build({"type": "Sources", "sources": [{"images": "a"}, {}]}, ("train_dataset",))
+    assert caught.value.path == ("train_dataset", "sources", 1, "images")

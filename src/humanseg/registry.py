@@ -163,12 +163,13 @@ class Registry(MutableMapping[str, Callable[..., Any]]):
         **given: Any,
     ) -> Any:
         """The component a spec describes (`given` arguments come from the caller, e.g. an
-        optimizer's parameters); a bad value becomes a SpecError at `path`."""
+        optimizer's parameters); a bad value becomes a SpecError at `path`, and a SpecError the
+        constructor raises (its path relative to the spec) is moved under `path`."""
         factory, kwargs = self.check(spec, path, nested=nested, given=given)
         try:
             return factory(**kwargs, **given)
-        except SpecError:
-            raise
+        except SpecError as error:  # a constructor names keys relative to its own spec
+            raise SpecError((*path, *error.path), error.detail) from None
         except HumanSegError as error:
             raise SpecError(path, str(error)) from None
         except (TypeError, ValueError) as error:

@@ -33,8 +33,9 @@ import torch
 
 from humanseg.data.datasets import DATASETS, as_sample, load_pair
 from humanseg.data.split import DEFAULT_VAL_FRACTION, is_validation
-from humanseg.errors import HumanSegError
+from humanseg.errors import HumanSegError, KeyPath, SpecError
 from humanseg.io import IMAGE_SUFFIXES, read_image
+from humanseg.registry import check_keys
 
 PERSON = 1
 PERSON_ID = 1  # COCO category id of 'person'
@@ -62,22 +63,23 @@ class Sample:
     source: Source
 
 
-def parse_source(spec: dict[str, Any]) -> Source:
-    """Build a Source from a config entry `{images, masks, repeat?, half_body_prob?}`."""
-    unknown = set(spec) - {"images", "masks", "repeat", "half_body_prob"}
-    if unknown:
-        raise HumanSegError(f"sources: unknown key(s) {sorted(unknown)} in {spec}")
+def parse_source(spec: dict[str, Any], path: KeyPath) -> Source:
+    """Build a Source from a config entry `{images, masks, repeat?, half_body_prob?}`; a bad
+    entry raises SpecError at `path` (`sources[i]`, relative to the dataset's spec)."""
+    if not isinstance(spec, dict):
+        raise SpecError(path, f"must be a mapping with `images` and `masks`, got {spec!r}")
+    check_keys(spec, {"images", "masks", "repeat", "half_body_prob"}, path)
     for key in ("images", "masks"):
         if key not in spec:
-            raise HumanSegError(f"sources: entry {spec} lacks '{key}'")
+            raise SpecError((*path, key), f"missing in {spec}")
         if not Path(spec[key]).is_dir():
-            raise HumanSegError(f"sources.{key}: {spec[key]} is not a folder")
+            raise SpecError((*path, key), f"{spec[key]} is not a folder")
     repeat = int(spec.get("repeat", 1))
     half_body_prob = float(spec.get("half_body_prob", 0.0))
     if repeat < 1:
-        raise HumanSegError(f"sources.repeat: must be >= 1, got {repeat} for {spec['images']}")
+        raise SpecError((*path, "repeat"), f"must be >= 1, got {repeat}")
     if not 0.0 <= half_body_prob <= 1.0:
-        raise HumanSegError(f"sources.half_body_prob: must be in [0, 1], got {half_body_prob}")
+        raise SpecError((*path, "half_body_prob"), f"must be in [0, 1], got {half_body_prob}")
     return Source(Path(spec["images"]), Path(spec["masks"]), repeat, half_body_prob)
 
 
@@ -268,8 +270,8 @@ class PortraitComposite:
         self.max_side = max_side
         validation = mode == "val"
         self.samples: list[Sample] = []
-        for spec in sources:
-            source = parse_source(spec)
+        for index, spec in enumerate(sources):
+            source = parse_source(spec, ("sources", index))
             repeat = 1 if validation else source.repeat
             self.samples += list_samples(source, validation, val_fraction) * repeat
         self.backgrounds: list[Path] = []
