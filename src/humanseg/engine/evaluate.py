@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     if "val_dataset" not in cfg:
         raise HumanSegError(f"{args.config}: config has no val_dataset section")
     num_classes = check_num_classes(cfg, model)
-    dataset = build_dataset(cfg["val_dataset"])
+    dataset = build_dataset(cfg["val_dataset"], ("val_dataset",))
     flip = args.aug_eval and args.flip_horizontal
     scales = args.scales if args.aug_eval else [1.0]
     metrics = evaluate(

@@ -141,8 +141,9 @@ class _Trainer:
         self.teacher = Teacher(cfg["teacher"], cfg["model"], self.device) if "teacher" in cfg \
             else None
         self.ignore_index = int(cfg["train_dataset"].get("ignore_index", 255))
-        self.train_dataset = build_dataset(cfg["train_dataset"])
-        self.val_dataset = build_dataset(cfg["val_dataset"]) if opts.do_eval else None
+        self.train_dataset = build_dataset(cfg["train_dataset"], ("train_dataset",))
+        self.val_dataset = (build_dataset(cfg["val_dataset"], ("val_dataset",)) if opts.do_eval
+                            else None)
 
         curve = learning_rate_curve(cfg, self.iters, opts.learning_rate)
         self.optimizer = build_optimizer(
