@@ -22,13 +22,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from humanseg.config import load_config  # noqa: E402
+from humanseg.builder import load_config  # noqa: E402
 from humanseg.data import build_dataset  # noqa: E402
-from humanseg.engine.optim import build_optimizer  # noqa: E402
 from humanseg.engine.runtime import autocast  # noqa: E402
 from humanseg.engine.sampling import SeededSamples, ShuffledBatches  # noqa: E402
 from humanseg.losses import build_loss_from_config  # noqa: E402
 from humanseg.models import build_model  # noqa: E402
+from humanseg.optim import build_optimizer  # noqa: E402
 from humanseg.weights import resolve_paths  # noqa: E402
 
 WORKER_COUNTS = (0, 1, 2)

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from timing import median_times
 
-from humanseg.config import load_config
+from humanseg.builder import load_config
 from humanseg.data.transforms import build_transforms
 from humanseg.io import read_image, read_mask
 

@@ -15,7 +15,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from engine_fixtures import REPO, one_thread  # noqa: F401
 
 from humanseg.cli import main
 from humanseg.data import build_dataset
@@ -25,6 +24,7 @@ from humanseg.metrics import SegMetrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+REPO = Path(__file__).resolve().parents[1]
 PORTRAITS = REPO.parent / "shared" / "data" / "portraits"
 PORTRAIT_CONFIG = REPO / "configs" / "pp_humanseg" / "pp_humanseg_lite_portrait_398x224.yml"
 PACKAGED_MODEL = REPO / "src" / "humanseg" / "weights" / "default.pt"
@@ -85,7 +85,7 @@ def test_val_miou_equals_predicts_label_pngs_for_each_val_transform(
     dataset = {"type": "FolderDataset", "dataset_root": str(PORTRAITS), "num_classes": 2,
                "mode": "val", "stems": stems}
     if GEOMETRIES[geometry] is None:  # the portrait config's own transforms, inherited as written
-        from humanseg.config import load_config
+        from humanseg.builder import load_config
 
         dataset["transforms"] = load_config(PORTRAIT_CONFIG)["val_dataset"]["transforms"]
     config = write_child_config(tmp_path / "child.yml", dataset, GEOMETRIES[geometry])
@@ -99,7 +99,7 @@ def test_val_miou_equals_predicts_label_pngs_for_each_val_transform(
 @needs_portraits
 def test_portrait_composite_validation_scores_what_predict_writes(tmp_path: Path) -> None:
     sources = [{"images": str(PORTRAITS / "images"), "masks": str(PORTRAITS / "masks")}]
-    from humanseg.config import load_config
+    from humanseg.builder import load_config
 
     dataset = {"type": "PortraitComposite", "mode": "val", "num_classes": 2, "sources": sources,
                "transforms": load_config(PORTRAIT_CONFIG)["val_dataset"]["transforms"]}

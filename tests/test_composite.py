@@ -182,9 +182,9 @@ def test_label_values_outside_the_classes_are_named(tmp_path: Path) -> None:
         (lambda spec: {"composite_prob": 0.5}, "backgrounds"),
         (lambda spec: {"sources": []}, "sources"),
         (lambda spec: {"sources": [{"images": "/no/dir", "masks": "/no/dir"}]}, "/no/dir"),
-        (lambda spec: {"sources": [{**spec, "weight": 2}]}, r"unknown key.*weight"),
+        (lambda spec: {"sources": [{**spec, "weight": 2}]}, r"sources\[0\]\.weight: unknown key"),
         (lambda spec: {"sources": [{**spec, "repeat": 0}]}, "repeat"),
-        (lambda spec: {"sources": [{"images": spec["images"]}]}, "lacks 'masks'"),
+        (lambda spec: {"sources": [{"images": spec["images"]}]}, r"sources\[0\]\.masks: missing"),
     ],
 )
 def test_bad_settings_are_clear_errors(source: dict, change, message: str) -> None:

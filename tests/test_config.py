@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from humanseg.config import load_config
+from humanseg.builder import load_config
 from humanseg.errors import HumanSegError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -240,6 +240,13 @@ def test_unknown_key_is_blamed_on_the_base_file_that_wrote_it(tmp_path: Path) ->
         load_config(child)
 
 
+def test_bad_model_key_is_blamed_on_the_file_that_wrote_it(tmp_path: Path) -> None:
+    write(tmp_path / "base.yml", "model:\n  type: FCN\n  backbone: {type: HRNet_W18, widht: 18}\n")
+    child = write(tmp_path / "child.yml", "_base_: base.yml\nmodel:\n  num_classes: 2\n")
+    with pytest.raises(HumanSegError, match=r"base\.yml: model\.backbone\.widht: unknown key"):
+        load_config(child)
+
+
 def test_bad_transform_key_names_its_path_and_file(tmp_path: Path) -> None:
     write(tmp_path / "base.yml", CITYSCAPES_BASE)
     child = write(
@@ -274,10 +281,23 @@ def test_bad_transform_key_names_its_path_and_file(tmp_path: Path) -> None:
         ("export: {transforms: [{type: RandomHorizontalFlip}]}",
          r"export\.transforms\[0\]\.type: unknown inference transform 'RandomHorizontalFlip'"),
         ("optimizer: {type: lamb}", r"optimizer\.type: unknown optimizer"),
-        ("optimizer: {type: sgd, momentum: abc}", r"optimizer: bad value"),
+        ("optimizer: {type: sgd, momentum: abc}", r"optimizer: bad sgd parameters"),
         ("lr_scheduler: 0.1", r"lr_scheduler: must be a mapping"),
         ("lr_scheduler: {type: OneCycle, learning_rate: 0.1}", r"lr_scheduler\.type"),
         ("iters: -5", r"iters: must be a whole number >= 1"),
+        ("model: {type: PPHumanSegLite, num_classes: 2, colour: 1}",
+         r"model\.colour: unknown key \(allowed here: align_corners, in_channels"),
+        ("model: {type: FCN, num_classes: 2, backbone: {type: HRNet_W18, width: 3}}",
+         r"model\.backbone\.width: unknown key"),
+        ("model: {type: FCN, num_classes: 2, backbone: {type: HRNet_W99}}",
+         r"model\.backbone\.type: unknown backbone 'HRNet_W99'"),
+        ("model: {type: PPHumanSegLite, num_classes: 0}",
+         r"model: PPHumanSegLite: num_classes must be an integer >= 1, got 0"),
+        ("loss: {types: [{type: CrossEntropyLoss, ignore_idx: 1}], coef: [1]}",
+         r"loss\.types\[0\]\.ignore_idx: unknown key"),
+        ("loss: {types: [{type: FocalLoss}], coef: [1]}",
+         r"loss\.types\[0\]\.type: unknown loss 'FocalLoss'"),
+        ("loss: {types: [{type: DiceLoss}], coef: [1, 2]}", r"loss\.coef: MixedLoss: coef"),
         ("model: {type: FCN, num_classes: 2}\nval_dataset: {type: Dataset, dataset_root: x, "
          "num_classes: 3}", r"val_dataset\.num_classes: 3 differs from model\.num_classes 2"),
     ],

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from humanseg.config import SpecError
 from humanseg.data import DATASETS, build_dataset
-from humanseg.errors import HumanSegError, HumanSegWarning
+from humanseg.errors import HumanSegError, HumanSegWarning, SpecError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -234,3 +233,15 @@ def test_a_phone_photo_with_exif_orientation_pairs_with_its_upright_mask(tmp_pat
                                   "num_classes": 2})[0]
     assert tuple(image.shape) == (3, *mask.shape) and torch.equal(label, torch.from_numpy(
         mask.astype(np.int64)))
+
+
+def test_errors_building_a_config_section_name_the_section(tmp_path: Path) -> None:
+    spec = {"type": "Dataset", "dataset_root": str(tmp_path), "num_classes": 2,
+            "train_path": "nowhere.txt"}
+    with pytest.raises(SpecError, match=r"^train_dataset: nowhere\.txt: list file not found"
+                       ) as caught:
+        build_dataset(spec, ("train_dataset",))
+    assert caught.value.path == ("train_dataset",)
+    with pytest.raises(SpecError, match=r"^val_dataset\.transforms\[0\]\.type: unknown inference"):
+        build_dataset({**spec, "mode": "val", "transforms": [{"type": "RandomNoise"}]},
+                      ("val_dataset",))

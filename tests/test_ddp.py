@@ -11,15 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from engine_fixtures import (  # noqa: F401
-    CE_LOSS,
-    TinySegNet,
-    blob_config,
-    make_blob_dataset,
-    one_thread,
-)
 
-from humanseg.config import load_config
+from humanseg.builder import load_config
 from humanseg.engine.evaluate import evaluate
 from humanseg.engine.train import train
 
@@ -30,10 +23,10 @@ WORKER = """\
 import json, os, sys
 import torch
 sys.path.insert(0, {tests_dir!r})
-from engine_fixtures import TinySegNet
+from test_ddp import TinySegNet
 from humanseg.models import MODELS
 MODELS["TinySegNet"] = TinySegNet
-from humanseg.config import load_config
+from humanseg.builder import load_config
 from humanseg.engine.train import train
 
 config, save_dir, out_dir = sys.argv[1:4]
@@ -46,17 +39,35 @@ with open(os.path.join(out_dir, f"rank{{rank}}.json"), "w") as handle:
 """
 
 
+class TinySegNet(torch.nn.Module):
+    """A small convolutional segmenter without batch norm (so DDP equals one big batch exactly)."""
+
+    size_divisor = 1
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.layers = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(8, num_classes, 1),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.layers(images)
+
+
 @pytest.mark.skipif(not TORCHRUN.is_file(), reason=f"torchrun not found beside {sys.executable}")
 @pytest.mark.usefixtures("one_thread")
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_blob_dataset, blob_config
 ) -> None:
     from humanseg.models import MODELS
 
     root = make_blob_dataset(tmp_path / "blobs", train=8, val=5)
     config = tmp_path / "tiny.yml"
     config.write_text(blob_config(root, iters=3, batch_size=2, learning_rate=0.05,
-                                  model="{type: TinySegNet, num_classes: 2}", loss=CE_LOSS))
+                                  model="{type: TinySegNet, num_classes: 2}", loss="ce"))
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER.format(tests_dir=str(TESTS_DIR)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

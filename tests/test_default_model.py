@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from humanseg.builder import load_config
 from humanseg.cli import main
-from humanseg.config import load_config
 from humanseg.data.split import is_validation
 from humanseg.deploy.api import load_predictor
 from humanseg.io import read_image, read_mask

@@ -8,7 +8,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from deploy_fixtures import write_model
 from skimage import data
 
 from humanseg.cli import demo
@@ -47,7 +46,7 @@ def check_outputs(save_dir: Path) -> None:
         assert np.array_equal(composed[opaque], photo[opaque])
 
 
-def test_demo_with_a_given_model(tmp_path: Path, capsys) -> None:
+def test_demo_with_a_given_model(tmp_path: Path, capsys, write_model) -> None:
     config, model_path = write_model(tmp_path / "model")
     save_dir = tmp_path / "demo"
     code = run_demo(

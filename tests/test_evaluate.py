@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from engine_fixtures import blob_config, make_blob_dataset, one_thread  # noqa: F401
 
 from humanseg.cli import main
 from humanseg.engine.evaluate import evaluate, infer_scores
@@ -87,7 +86,9 @@ def test_scales_round_to_the_model_divisor() -> None:
 
 
 @pytest.fixture(scope="module")
-def lite_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def lite_run(
+    tmp_path_factory: pytest.TempPathFactory, make_blob_dataset, blob_config
+) -> tuple[Path, Path]:
     """A blob dataset config and an untrained PPHumanSegLite model file."""
     from humanseg.models import build_model
 

@@ -12,11 +12,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from deploy_fixtures import HRNET_SMALL_SPEC, LITE_SPEC, write_model
 from skimage import data
 
+from humanseg.builder import load_config
 from humanseg.cli import export
-from humanseg.config import load_config
 from humanseg.data.inference import build_inference_transforms
 from humanseg.deploy.api import build_predictor
 from humanseg.deploy.onnx_runtime import OnnxRuntimeForward
@@ -62,11 +61,13 @@ def onnx_probabilities(onnx_path: Path, batch: np.ndarray) -> np.ndarray:
 
 Exported = tuple[Path, Path, Path]  # config, model.pt, model.onnx
 Exports = Callable[[str, bool], Exported]
+LITE_SPEC = {"type": "PPHumanSegLite", "num_classes": 2}
+HRNET_SMALL_SPEC = {"type": "FCN", "backbone": {"type": "HRNet_W18_Small_V1"}, "num_classes": 2}
 SPECS = {"lite": LITE_SPEC, "hrnet_small": HRNET_SMALL_SPEC}
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory: pytest.TempPathFactory) -> Exports:
+def exports(tmp_path_factory: pytest.TempPathFactory, write_model) -> Exports:
     """Export each model once per module (exports take seconds): keyed by (name, dynamic)."""
     cache: dict[tuple[str, bool], Exported] = {}
 
@@ -119,7 +120,7 @@ def test_onnxruntime_backend_predicts_like_torch(exports: Exports) -> None:
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
-def test_size_not_divisible_by_stride_is_refused(tmp_path: Path) -> None:
+def test_size_not_divisible_by_stride_is_refused(tmp_path: Path, write_model) -> None:
     config, model_path = write_model(tmp_path / "model", HRNET_SMALL_SPEC, input_size=(64, 96))
     output = tmp_path / "model.onnx"
     with pytest.raises(HumanSegError, match="multiples of 32"):
@@ -127,7 +128,7 @@ def test_size_not_divisible_by_stride_is_refused(tmp_path: Path) -> None:
     assert list(tmp_path.glob("*.onnx")) == [] and list(tmp_path.glob(".model*")) == []
 
 
-def test_wrong_model_file_leaves_no_output(tmp_path: Path) -> None:
+def test_wrong_model_file_leaves_no_output(tmp_path: Path, write_model) -> None:
     config, _ = write_model(tmp_path / "lite", LITE_SPEC)
     _, hrnet_weights = write_model(tmp_path / "hrnet", HRNET_SMALL_SPEC)
     output = tmp_path / "out" / "model.onnx"

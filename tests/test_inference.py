@@ -9,7 +9,6 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from humanseg.config import SpecError
 from humanseg.data.inference import (
     STRIP_BYTES,
     Placement,
@@ -18,6 +17,7 @@ from humanseg.data.inference import (
     photo_map,
 )
 from humanseg.data.transforms import build_transforms
+from humanseg.errors import SpecError
 
 # Every val / export transform PaddleSeg configs use, in the parameter forms they take.
 VAL_PIPELINES = {

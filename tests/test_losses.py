@@ -189,15 +189,18 @@ def test_build_loss_passes_paddleseg_arguments() -> None:
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"types": [{"type": "FocalLoss"}], "coef": [1]}, "unknown type 'FocalLoss'"),
+        (
+            {"types": [{"type": "FocalLoss"}], "coef": [1]},
+            r"loss\.types\[0\]\.type: unknown loss 'FocalLoss'",
+        ),
         ({"types": [{"type": "DiceLoss", "ignore_idx": 1}], "coef": [1]}, "ignore_idx"),
-        ({"types": [{"ignore_index": 1}], "coef": [1]}, "'type' key"),
+        ({"types": [{"ignore_index": 1}], "coef": [1]}, "`type` key"),
         ({"types": [{"type": "DiceLoss"}], "coef": [1, 2]}, "one number per loss"),
         ({"types": [{"type": "DiceLoss"}], "coef": ["one"]}, "coef must hold numbers"),
-        ({"types": [{"type": "DiceLoss"}]}, "missing 'coef'"),
+        ({"types": [{"type": "DiceLoss"}]}, r"coef: missing"),
         ({"types": [], "coef": []}, "non-empty list"),
         ({"types": [{"type": "DiceLoss"}], "coef": [1], "weights": 1}, "unknown key"),
-        ({"types": [{"type": "MixedLoss", "losses": []}], "coef": [1]}, "missing 'coef'"),
+        ({"types": [{"type": "MixedLoss", "losses": []}], "coef": [1]}, r"coef: missing"),
         ({"types": [{"type": "MixedLoss", "losses": "x", "coef": [1]}], "coef": [1]}, "list"),
         (
             {"types": [{"type": "SemanticConnectivityLoss", "max_pred_num_conn": "x"}],

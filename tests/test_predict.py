@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from engine_fixtures import blob_config, blob_sample, one_thread  # noqa: F401
 
 from humanseg.cli import main
 from humanseg.data.inference import build_inference_transforms
@@ -128,7 +127,9 @@ def randomised(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def lite_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+def lite_model(
+    tmp_path_factory: pytest.TempPathFactory, blob_config, blob_sample
+) -> tuple[Path, Path, Path]:
     """A config, an untrained PPHumanSegLite model file and a folder of two photos."""
     from humanseg.models import build_model
 

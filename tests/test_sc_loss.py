@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from humanseg.errors import HumanSegError
 from humanseg.losses import SemanticConnectivityLoss
-from humanseg.losses.semantic_connectivity import (
+from humanseg.ops.connectivity import (
     PlaneSoftmax,
     hard_connectivity_loss,
     labelling_threads,

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from engine_fixtures import REPO, blob_sample, make_blob_dataset
 
+REPO = Path(__file__).resolve().parents[1]
 CONFIG_NAME = "fcn_hrnetw18_coco_person_192x192_scl"
 CONFIG = f"configs/pp_humanseg/{CONFIG_NAME}.yml"
 SAVE_DIR = f"saved_model/{CONFIG_NAME}"
 
 
-def seed_layout(workdir: Path) -> None:
+def seed_layout(workdir: Path, make_blob_dataset, blob_sample) -> None:
     """Write the dataset, the sample photo and the shortened config under `workdir`."""
     root = make_blob_dataset(workdir / "dataset" / "COCO_person", train=4, val=2, size=96)
     (root / "train.txt").rename(root / "train2017.txt")
@@ -43,8 +43,8 @@ def run(workdir: Path, *argv: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def test_seed_train_val_predict_commands(tmp_path: Path) -> None:
-    seed_layout(tmp_path)
+def test_seed_train_val_predict_commands(tmp_path: Path, make_blob_dataset, blob_sample) -> None:
+    seed_layout(tmp_path, make_blob_dataset, blob_sample)
     train = run(tmp_path, "train.py", "--config", CONFIG, "--save_dir", SAVE_DIR,
                 "--do_eval", "--use_vdl")
     assert train.returncode == 0, train.stderr[-3000:]

@@ -7,10 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from humanseg.data.split import is_validation, split_stems, stem_fraction
+from humanseg.data.split import is_validation, stem_fraction
 from humanseg.errors import HumanSegError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def split_stems(stems: list[str], val_fraction: float = 0.15) -> tuple[list[str], list[str]]:
+    """(train, val) stems in input order, by `is_validation` (what every dataset does per file)."""
+    return ([s for s in stems if not is_validation(s, val_fraction)],
+            [s for s in stems if is_validation(s, val_fraction)])
 
 
 def test_stem_fraction_matches_sha1_known_answer() -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from engine_fixtures import blob_sample
 
 from humanseg.weights import DEFAULT_CONFIG, DEFAULT_MODEL
 
@@ -39,7 +38,7 @@ def probe(argv: list[str], cache: Path) -> tuple[int, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def photo(tmp_path_factory: pytest.TempPathFactory, blob_sample) -> Path:
     """One photo of a blob person."""
     image, _ = blob_sample(np.random.default_rng(7), 120, 90)
     path = tmp_path_factory.mktemp("photo") / "one.png"
@@ -81,7 +80,7 @@ def test_onnxruntime_predict_exports_once_then_never_imports_torch(
 
 
 @pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="packaged model absent")
-def test_masks_match_the_previous_resize_the_probabilities_path() -> None:
+def test_masks_match_the_previous_resize_the_probabilities_path(blob_sample) -> None:
     # Before this change the Predictor resized the softmax of a non-padding pipeline's output
     # to the photo with cv2.resize; the new one samples the same bilinear map with cv2.warpAffine
     # (fractional positions in 1/32 steps), so masks may differ only where P is within ~1% of 0.5.

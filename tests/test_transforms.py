@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from humanseg.config import SpecError
 from humanseg.data.transforms import build_transforms
+from humanseg.errors import SpecError
 
 
 def grid_image(height: int, width: int) -> np.ndarray:

@@ -10,7 +10,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from deploy_fixtures import write_model
 from skimage import data
 
 from humanseg.cli import video
@@ -65,7 +64,7 @@ def run_video(*argv: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def model_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def model_files(tmp_path_factory: pytest.TempPathFactory, write_model) -> tuple[Path, Path]:
     """A random PPHumanSegLite and its config (inputs resized to 64x96)."""
     return write_model(tmp_path_factory.mktemp("model"))
 

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import torch
 
-from humanseg.config import load_config
+from humanseg.builder import load_config
 from humanseg.data import build_dataset
 from humanseg.data.inference import photo_label
 from humanseg.engine.evaluate import infer_scores, photo_sample

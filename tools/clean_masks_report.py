@@ -30,7 +30,7 @@ from ablation_report import (
     write_small_png,
 )
 
-from humanseg.config import load_config
+from humanseg.builder import load_config
 from humanseg.data import build_dataset
 from humanseg.deploy.api import build_predictor
 from humanseg.engine.predict import Prediction

@@ -1,4 +1,4 @@
-"""PaddleSeg-style YAML configs: `_base_` inheritance, deep merge, validation naming key and file.
+"""PaddleSeg-style YAML configs: `_base_` inheritance, deep merge, and the file behind each key.
 
 A config file may name one or more `_base_` files (paths relative to itself). The file's own keys
 are deep-merged over its bases, and an earlier base over a later one (PaddleSeg's order): mappings
@@ -6,24 +6,26 @@ merge key by key, everything else (lists included) is replaced. A mapping holdin
 `_inherited_: false` replaces the inherited mapping instead of merging (PaddleSeg's switch; here it
 holds against every base, and the flag never reaches the result). Every key remembers the file
 that set it, so a validation error names the key and the file it came from.
+
+This module only loads and merges (it sits below everything it describes); checking a config by
+building its sections is `humanseg.builder.load_config`.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from humanseg.errors import HumanSegError
+from humanseg.errors import HumanSegError, KeyPath, SpecError
 
 BASE_KEY = "_base_"
 INHERIT_KEY = "_inherited_"
 
-# Top-level keys of a PaddleSeg config (model/loss/export/test_config are checked by their users;
+# Top-level keys of a PaddleSeg config (`test_config` and `distill_loss` are accepted unchecked;
 # `save_interval` appears in PaddleSeg's own PP-HumanSeg configs, `to_static_training` is a
 # Paddle compile switch with no meaning here; `teacher` is ours: humanseg.engine.distill).
 TOP_LEVEL_KEYS = frozenset(
@@ -48,36 +50,7 @@ TOP_LEVEL_KEYS = frozenset(
 )
 DATASET_SECTIONS = ("train_dataset", "val_dataset", "test_dataset")
 
-KeyPath = tuple[str | int, ...]
 Source = Callable[[KeyPath], Path]
-
-
-class SpecError(HumanSegError):
-    """A bad key or value at `path` inside a config section; config loading adds the file name."""
-
-    def __init__(self, path: KeyPath, message: str) -> None:
-        """Keep the key path apart from the message so the loader can find the file that set it."""
-        self.path = tuple(path)
-        self.detail = message
-        super().__init__(f"{format_key(self.path)}: {message}")
-
-
-def format_key(path: Iterable[str | int]) -> str:
-    """`('train_dataset', 'transforms', 2, 'prob')` -> `train_dataset.transforms[2].prob`."""
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "<top level>"
-
-
-def check_keys(spec: Mapping[str, Any], allowed: Iterable[str], path: KeyPath) -> None:
-    """Raise SpecError on the first key of `spec` outside `allowed`, listing what is allowed."""
-    allowed = set(allowed)
-    for key in spec:
-        if key not in allowed:
-            raise SpecError(
-                (*path, key), f"unknown key (allowed here: {', '.join(sorted(map(str, allowed)))})"
-            )
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -195,98 +168,14 @@ def _origin(path: KeyPath, origins: Mapping[KeyPath, Path], default: Path) -> Pa
     return default
 
 
-def _positive_int(cfg: Mapping[str, Any], key: str) -> None:
-    """`batch_size` and `iters` must be whole numbers above zero when present."""
-    value = cfg.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise SpecError((key,), f"must be a whole number >= 1, got {value!r}")
+def read_config(path: str | os.PathLike) -> tuple[dict[str, Any], dict[KeyPath, Path]]:
+    """A config with its `_base_` chain, deep-merged (see module docstring), not yet checked,
+    and the file that set each key path (for `blame`). `humanseg.builder.load_config` checks it
+    by building its sections."""
+    return _load_tree(Path(path), ())
 
 
-def _engine_error_path(message: str) -> KeyPath:
-    """The key path at the head of an engine builder's message (`optimizer: unknown key(s) x`)."""
-    head, _, tail = message.partition(":")
-    path: KeyPath = tuple(part for part in head.strip().split(".") if part)
-    unknown = re.search(r"unknown key(?:\(s\))?\s+([A-Za-z_]\w*)", tail)
-    return (*path, unknown.group(1)) if unknown else path
-
-
-def _check_optimization(cfg: dict[str, Any]) -> None:
-    """Optimizer and schedule names/keys/values, checked by the builders the engine trains with."""
-    import torch
-
-    from humanseg.engine.optim import build_optimizer, learning_rate_curve
-
-    for section, kinds in (("optimizer", dict), ("lr_scheduler", dict),
-                           ("learning_rate", dict | int | float)):
-        if section in cfg and not isinstance(cfg[section], kinds):
-            raise SpecError((section,), f"must be a mapping, got {cfg[section]!r}")
-    checks = []
-    if "optimizer" in cfg:
-        probe = [torch.nn.Parameter(torch.zeros(1))]
-        checks.append(("optimizer", lambda: build_optimizer(cfg["optimizer"], probe, 0.01)))
-    if "lr_scheduler" in cfg or isinstance(cfg.get("learning_rate"), dict):
-        section = "lr_scheduler" if "lr_scheduler" in cfg else "learning_rate"
-        iters = int(cfg.get("iters") or 1)
-        checks.append((section, lambda: learning_rate_curve(cfg, total_iters=iters)))
-    for section, build in checks:
-        try:
-            build()
-        except (TypeError, ValueError) as error:
-            raise SpecError((section,), f"bad value ({' '.join(str(error).split())})") from None
-
-
-def _check_num_classes(cfg: dict[str, Any]) -> None:
-    """The model and every dataset must agree on `num_classes` (PaddleSeg checks this too)."""
-    found: list[tuple[KeyPath, Any]] = []
-    for section in ("model", *DATASET_SECTIONS):
-        if isinstance(cfg.get(section), dict) and "num_classes" in cfg[section]:
-            found.append(((section, "num_classes"), cfg[section]["num_classes"]))
-    for path, value in found[1:]:
-        if value != found[0][1]:
-            raise SpecError(path, f"{value} differs from {format_key(found[0][0])} {found[0][1]}")
-
-
-def validate_config(cfg: dict[str, Any], inference: bool = False) -> None:
-    """Check the top level, datasets, transforms, optimizer and schedule; raise SpecError.
-
-    With `inference`, check only what prediction reads (the top level, class counts, the val and
-    export transforms), without importing torch or the training transforms."""
-    from humanseg.data.inference import build_inference_transforms
-
-    check_keys(cfg, TOP_LEVEL_KEYS, ())
-    _positive_int(cfg, "batch_size")
-    _positive_int(cfg, "iters")
-    _check_num_classes(cfg)
-    if inference:
-        val = cfg.get("val_dataset")
-        if isinstance(val, dict) and "transforms" in val:
-            build_inference_transforms(val["transforms"], ("val_dataset", "transforms"))
-    else:
-        from humanseg.data import check_dataset_spec
-
-        for section in DATASET_SECTIONS:
-            if section in cfg:
-                check_dataset_spec(cfg[section], (section,))
-    export = cfg.get("export")
-    if export is not None:
-        if not isinstance(export, dict):
-            raise SpecError(("export",), "must be a mapping with `transforms`")
-        check_keys(export, {"transforms"}, ("export",))
-        build_inference_transforms(export.get("transforms", []), ("export", "transforms"))
-    if not inference:
-        _check_optimization(cfg)
-
-
-def load_config(path: str | os.PathLike, inference: bool = False) -> dict[str, Any]:
-    """Load a config with its `_base_` chain, deep-merged and validated (see module docstring);
-    `inference` validates only what prediction needs (see `validate_config`)."""
-    path = Path(path)
-    cfg, origins = _load_tree(path, ())
-    try:
-        validate_config(cfg, inference)
-    except SpecError as error:
-        raise HumanSegError(f"{_origin(error.path, origins, path)}: {error}") from None
-    except HumanSegError as error:
-        key_path = _engine_error_path(str(error))
-        raise HumanSegError(f"{_origin(key_path, origins, path)}: {error}") from None
-    return cfg
+def blame(error: SpecError, origins: Mapping[KeyPath, Path], default: Path) -> HumanSegError:
+    """A SpecError as one error naming the file that set its key (or the nearest enclosing one),
+    then the key path and what is wrong."""
+    return HumanSegError(f"{_origin(error.path, origins, default)}: {error}")

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from humanseg.errors import HumanSegError
-from humanseg.losses.semantic_connectivity import hard_connectivity_loss
+from humanseg.ops.connectivity import hard_connectivity_loss
 
 
 def _as_class_map(name: str, array: np.ndarray | torch.Tensor) -> np.ndarray:

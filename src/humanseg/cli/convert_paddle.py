@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the config's model, map the Paddle weights onto it, save its state_dict."""
-    from humanseg.config import load_config
+    from humanseg.builder import load_config
     from humanseg.models import build_model, without_pretrained
     from humanseg.models.onnx_import import convert_onnx
 

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the model (no weights loaded) and print its size and cost."""
-    from humanseg.config import load_config
+    from humanseg.builder import load_config
     from humanseg.models import build_model, without_pretrained
 
     config = load_config(args.config)

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the config and train with the command-line options."""
-    from humanseg.config import load_config
+    from humanseg.builder import load_config
 
     cfg = load_config(args.config)
     names = {f.name for f in dataclasses.fields(TrainOptions)} - {"progress"}

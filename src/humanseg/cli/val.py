@@ -7,12 +7,7 @@ from pathlib import Path
 
 from humanseg.cli.options import add_device, add_precision
 from humanseg.engine.evaluate import METRICS_FILE, evaluate, format_metrics, write_metrics
-from humanseg.engine.runtime import (
-    check_num_classes,
-    check_precision,
-    load_inference_model,
-    resolve_device,
-)
+from humanseg.engine.runtime import check_precision, load_inference_model, resolve_device
 from humanseg.errors import HumanSegError
 
 
@@ -35,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate a trained model on the config's val_dataset, print and save the metrics."""
+    from humanseg.builder import check_num_classes
     from humanseg.data import build_dataset
 
     device = resolve_device(args.device)
@@ -42,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
     cfg, model = load_inference_model(args.config, args.model_path, device, inference=False)
     if "val_dataset" not in cfg:
         raise HumanSegError(f"{args.config}: config has no val_dataset section")
-    num_classes = check_num_classes(cfg, "val_dataset", model)
-    dataset = build_dataset(cfg["val_dataset"])
+    num_classes = check_num_classes(cfg, model)
+    dataset = build_dataset(cfg["val_dataset"], ("val_dataset",))
     flip = args.aug_eval and args.flip_horizontal
     scales = args.scales if args.aug_eval else [1.0]
     metrics = evaluate(

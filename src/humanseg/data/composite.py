@@ -31,10 +31,11 @@ import cv2
 import numpy as np
 import torch
 
-from humanseg.data.datasets import load_pair
+from humanseg.data.datasets import DATASETS, as_sample, load_pair
 from humanseg.data.split import DEFAULT_VAL_FRACTION, is_validation
-from humanseg.errors import HumanSegError
+from humanseg.errors import HumanSegError, KeyPath, SpecError
 from humanseg.io import IMAGE_SUFFIXES, read_image
+from humanseg.registry import check_keys
 
 PERSON = 1
 PERSON_ID = 1  # COCO category id of 'person'
@@ -62,22 +63,23 @@ class Sample:
     source: Source
 
 
-def parse_source(spec: dict[str, Any]) -> Source:
-    """Build a Source from a config entry `{images, masks, repeat?, half_body_prob?}`."""
-    unknown = set(spec) - {"images", "masks", "repeat", "half_body_prob"}
-    if unknown:
-        raise HumanSegError(f"sources: unknown key(s) {sorted(unknown)} in {spec}")
+def parse_source(spec: dict[str, Any], path: KeyPath) -> Source:
+    """Build a Source from a config entry `{images, masks, repeat?, half_body_prob?}`; a bad
+    entry raises SpecError at `path` (`sources[i]`, relative to the dataset's spec)."""
+    if not isinstance(spec, dict):
+        raise SpecError(path, f"must be a mapping with `images` and `masks`, got {spec!r}")
+    check_keys(spec, {"images", "masks", "repeat", "half_body_prob"}, path)
     for key in ("images", "masks"):
         if key not in spec:
-            raise HumanSegError(f"sources: entry {spec} lacks '{key}'")
+            raise SpecError((*path, key), f"missing in {spec}")
         if not Path(spec[key]).is_dir():
-            raise HumanSegError(f"sources.{key}: {spec[key]} is not a folder")
+            raise SpecError((*path, key), f"{spec[key]} is not a folder")
     repeat = int(spec.get("repeat", 1))
     half_body_prob = float(spec.get("half_body_prob", 0.0))
     if repeat < 1:
-        raise HumanSegError(f"sources.repeat: must be >= 1, got {repeat} for {spec['images']}")
+        raise SpecError((*path, "repeat"), f"must be >= 1, got {repeat}")
     if not 0.0 <= half_body_prob <= 1.0:
-        raise HumanSegError(f"sources.half_body_prob: must be in [0, 1], got {half_body_prob}")
+        raise SpecError((*path, "half_body_prob"), f"must be in [0, 1], got {half_body_prob}")
     return Source(Path(spec["images"]), Path(spec["masks"]), repeat, half_body_prob)
 
 
@@ -202,8 +204,28 @@ def random_crop_resized(image: np.ndarray, height: int, width: int) -> np.ndarra
     return cv2.resize(crop, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
+@DATASETS.register
 class PortraitComposite:
-    """Real portrait photos, varied by person-aware crops and compositing (see module docstring)."""
+    """Real portrait photos, varied by person-aware crops and compositing (see module docstring).
+
+    Args:
+        sources: folder pairs `{images, masks, repeat: 1, half_body_prob: 0.0}`; `repeat`
+            lists a source's training photos that many times, `half_body_prob` is the chance
+            of a head-to-waist crop of its photos.
+        transforms: the PaddleSeg transforms list (built before the class sees it).
+        mode: `train` (varied samples) or `val` (the held-out photos as stored).
+        num_classes: only 2 (person / background).
+        ignore_index: label value left out of losses and metrics.
+        backgrounds: a COCO folder whose person-free images are the backgrounds (needed when
+            composite_prob > 0).
+        val_fraction: share of stems held out by the stem-hash split.
+        composite_prob: chance a training sample is pasted onto a background.
+        second_person_prob: chance a composite gets a second person behind.
+        background_blur_prob: chance the background is blurred (shallow depth of field).
+        loose_crop_prob: chance of a loose crop around the person when no half-body crop is made.
+        colour_shift: strength of the random colour shift of the pasted person.
+        max_side: training photos are shrunk to this long side (and cached) first.
+    """
 
     def __init__(
         self,
@@ -248,8 +270,8 @@ class PortraitComposite:
         self.max_side = max_side
         validation = mode == "val"
         self.samples: list[Sample] = []
-        for spec in sources:
-            source = parse_source(spec)
+        for index, spec in enumerate(sources):
+            source = parse_source(spec, ("sources", index))
             repeat = 1 if validation else source.repeat
             self.samples += list_samples(source, validation, val_fraction) * repeat
         self.backgrounds: list[Path] = []
@@ -265,16 +287,15 @@ class PortraitComposite:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(image float32 [3, H, W], label int64 [H, W])` after the config's transforms."""
-        image, mask = self.raw(index)
-        if self.transforms is None:
-            chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
-        else:
-            chw, mask = self.transforms(image, mask)
-        return torch.from_numpy(chw), torch.from_numpy(np.asarray(mask, dtype=np.int64))
+        """`(image float32 [3, H, W], label int64 [H, W])` after the config's transforms, made
+        as every dataset makes its samples (`datasets.as_sample`)."""
+        return as_sample(*self.raw(index), self.transforms)
 
     def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The sample before transforms: RGB uint8 [H, W, 3] and label uint8 [H, W]."""
+        """The sample before transforms: RGB uint8 [H, W, 3] and label uint8 [H, W]. In
+        validation mode that is the stored pair at its own resolution, checked, as every
+        dataset's `raw` (evaluation scores against it); only training photos are shrunk to
+        `max_side` (and cached) before cropping and compositing."""
         if self.mode == "val":
             return self.load(index)
         return self.training_photo(index)

@@ -22,12 +22,16 @@ from torch.utils.data import Dataset
 
 from humanseg.errors import HumanSegError, HumanSegWarning
 from humanseg.io import IMAGE_SUFFIXES, read_image, read_mask
+from humanseg.registry import Registry
 
 Transform = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 Pair = tuple[Path, Path]
 MODES = ("train", "val", "test")
 MASK_SUFFIX = ".png"
 LABELS_SAMPLED = 16  # labels read at start-up, evenly spaced, to catch 0/255 masks early
+
+# Dataset classes by config `type`; a class receives its `transforms` already built.
+DATASETS = Registry("dataset type")
 
 
 def check_label(label: np.ndarray, num_classes: int, ignore_index: int, path: Path) -> None:
@@ -141,12 +145,20 @@ class PairDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """`(image float32 [3, H, W], label int64 [H, W])` after the transforms."""
-        image, label = self.raw(index)
-        if self.transforms is None:
-            chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
-            return torch.from_numpy(chw), torch.from_numpy(label.astype(np.int64))
-        chw, out_label = self.transforms(image, label)
-        return torch.from_numpy(chw), torch.from_numpy(np.asarray(out_label, dtype=np.int64))
+        return as_sample(*self.raw(index), self.transforms)
+
+
+def as_sample(
+    image: np.ndarray, label: np.ndarray, transforms: Transform | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one way a dataset makes a sample from a photo and its label: `(image float32
+    [3, H, W], label int64 [H, W])`, transformed together when there are transforms, else at
+    the photo's own resolution."""
+    if transforms is None:
+        chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+        return torch.from_numpy(chw), torch.from_numpy(label.astype(np.int64))
+    chw, out_label = transforms(image, label)
+    return torch.from_numpy(chw), torch.from_numpy(np.asarray(out_label, dtype=np.int64))
 
 
 def find_listing(list_path: str, dataset_root: Path, what: str = "list file") -> Path:
@@ -173,8 +185,24 @@ def read_list_file(list_file: Path, dataset_root: Path, separator: str) -> list[
     return pairs
 
 
+@DATASETS.register(name="Dataset")
 class ListDataset(PairDataset):
-    """PaddleSeg `Dataset`: pairs listed in `train_path` / `val_path` / `test_path`."""
+    """PaddleSeg `Dataset` (config type `Dataset`): pairs listed in a PaddleSeg list file.
+
+    Args:
+        dataset_root: folder the listed paths are relative to.
+        num_classes: classes of the labels (values 0..num_classes - 1, or ignore_index).
+        mode: `train`, `val` or `test`: which list file is read, and which transforms (val /
+            test: the inference pipeline).
+        transforms: the PaddleSeg transforms list (built before the class sees it).
+        train_path, val_path, test_path: list files, `image<separator>label` per line (as
+            written, else under dataset_root); the one of `mode` is needed.
+        separator: between the two paths of a line.
+        ignore_index: label value left out of losses and metrics.
+        edge: PaddleSeg's edge labels; not supported (only false).
+        img_channels: only 3 (RGB).
+        skip_bad: warn about and skip unreadable or mismatched pairs instead of failing.
+    """
 
     def __init__(
         self,
@@ -212,8 +240,17 @@ def read_stems_file(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+@DATASETS.register
 class FolderDataset(PairDataset):
-    """`images/` + `masks/` folders matched by stem (mask = stem + .png), optionally a subset."""
+    """`images/` + `masks/` folders matched by stem (mask = stem + .png), optionally a subset.
+
+    Args:
+        dataset_root: folder holding the two folders.
+        num_classes, mode, transforms, ignore_index, skip_bad: as for `Dataset`.
+        images_dir, masks_dir: the folders' names under dataset_root.
+        stems: only these file stems (in this order).
+        stems_file: only the stems listed in this file, one a line (not with `stems`).
+    """
 
     def __init__(
         self,

@@ -11,7 +11,6 @@ or cropped. Evaluation and prediction both go through these two functions.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from humanseg.config import KeyPath, SpecError, check_keys
+from humanseg.errors import KeyPath, SpecError
+from humanseg.registry import Registry
 
 IM_PAD = (127.5, 127.5, 127.5)
 LABEL_PAD = 255
@@ -236,8 +236,10 @@ class Normalize:
 InferenceOp = Resize | PadBottomRight | Normalize
 
 
-# Builders: one per PaddleSeg name, with PaddleSeg's parameter names and defaults. The training
-# pipeline (humanseg.data.transforms) builds through these too, so both check parameters alike.
+# Builders: one per PaddleSeg name, with PaddleSeg's parameter names and defaults; their config
+# keys are documented (`Args:`) on the training transform of the same name in
+# humanseg.data.transforms, which builds through these too, so both check parameters alike.
+INFERENCE_TRANSFORMS = Registry("inference transform")
 
 
 def _fixed_size(width: int, height: int) -> SizeRule:
@@ -256,6 +258,7 @@ def _keep_ratio_size(width: int, height: int, size_divisor: int | None) -> SizeR
     return size_for
 
 
+@INFERENCE_TRANSFORMS.register(name="Resize")
 def resize(
     target_size: Size = (512, 512),
     keep_ratio: bool = False,
@@ -276,6 +279,7 @@ def resize(
     return Resize(_fixed_size(width, height), INTERPOLATIONS[interp])
 
 
+@INFERENCE_TRANSFORMS.register(name="ResizeByLong")
 def resize_by_long(long_size: int) -> Resize:
     """Scale so that the long side is `long_size`."""
     if long_size < 1:
@@ -284,6 +288,7 @@ def resize_by_long(long_size: int) -> Resize:
                                                     long_size / max(height, width)))
 
 
+@INFERENCE_TRANSFORMS.register(name="ResizeByShort")
 def resize_by_short(short_size: int, max_size: float = 1e10) -> Resize:
     """Scale so that the short side is `short_size`, unless that makes the long side exceed
     `max_size` (then the long side is `max_size`), decided per image."""
@@ -299,6 +304,7 @@ def resize_by_short(short_size: int, max_size: float = 1e10) -> Resize:
     return Resize(size_for)
 
 
+@INFERENCE_TRANSFORMS.register(name="LimitLong")
 def limit_long(max_long: int | None = None, min_long: int | None = None) -> Resize:
     """Keep the long side within [min_long, max_long] by scaling (unchanged inside)."""
     if max_long is not None and min_long is not None and min_long > max_long:
@@ -315,6 +321,7 @@ def limit_long(max_long: int | None = None, min_long: int | None = None) -> Resi
     return Resize(size_for)
 
 
+@INFERENCE_TRANSFORMS.register(name="Padding")
 def padding(
     target_size: Size,
     im_padding_value: float | Sequence[float] = IM_PAD,
@@ -326,6 +333,7 @@ def padding(
     return PadBottomRight(lambda h, w: (height - h, width - w), fill, label_padding_value)
 
 
+@INFERENCE_TRANSFORMS.register(name="PaddingByAspectRatio")
 def padding_by_aspect_ratio(
     aspect_ratio: float = 1.0,
     im_padding_value: float | Sequence[float] = IM_PAD,
@@ -344,6 +352,7 @@ def padding_by_aspect_ratio(
     return PadBottomRight(padding_for, fill, label_padding_value)
 
 
+@INFERENCE_TRANSFORMS.register(name="Normalize")
 def normalize(
     mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5)
 ) -> Normalize:
@@ -352,34 +361,6 @@ def normalize(
     if any(value == 0 for value in std3):
         raise ValueError(f"std must be non-zero, got {std}")
     return Normalize(mean3, std3)
-
-
-INFERENCE_TRANSFORMS: dict[str, Callable[..., InferenceOp]] = {
-    "Resize": resize,
-    "ResizeByLong": resize_by_long,
-    "ResizeByShort": resize_by_short,
-    "LimitLong": limit_long,
-    "Padding": padding,
-    "PaddingByAspectRatio": padding_by_aspect_ratio,
-    "Normalize": normalize,
-}
-
-
-def build_op(spec: Any, where: KeyPath, builders: dict[str, Callable[..., Any]], what: str) -> Any:
-    """One `{type: Name, **params}` spec built by its builder; bad type, key or value raise a
-    SpecError at `where` (`what` names the kind of transform list in the message)."""
-    if not isinstance(spec, dict) or "type" not in spec:
-        raise SpecError(where, f"must be a mapping with a `type`, got {spec!r}")
-    builder = builders.get(spec["type"])
-    if builder is None:
-        raise SpecError((*where, "type"), f"unknown {what} {spec['type']!r} "
-                                          f"(known: {', '.join(sorted(builders))})")
-    check_keys(spec, {"type", *inspect.signature(builder).parameters}, where)
-    try:
-        return builder(**{k: v for k, v in spec.items() if k != "type"})
-    except (TypeError, ValueError) as error:
-        message = " ".join(str(error).split())
-        raise SpecError(where, f"bad {spec['type']} parameters: {message}") from None
 
 
 class InferencePipeline:
@@ -420,10 +401,8 @@ def build_inference_transforms(
     """The pipeline for a val / export transforms list (inference transforms only)."""
     if not isinstance(specs, list):
         raise SpecError(path, f"must be a list of {{type: Name, ...}} entries, got {specs!r}")
-    return InferencePipeline([
-        build_op(spec, (*path, index), INFERENCE_TRANSFORMS, "inference transform")
-        for index, spec in enumerate(specs)
-    ])
+    return InferencePipeline([INFERENCE_TRANSFORMS.build(spec, (*path, index))
+                              for index, spec in enumerate(specs)])
 
 
 def config_input_size(config: Mapping[str, Any]) -> tuple[int, int] | None:

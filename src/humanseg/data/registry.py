@@ -1,4 +1,5 @@
-"""The `DATASETS` registry and `build_dataset(spec)` (re-exported by `humanseg.data`).
+"""`build_dataset(spec)` and `check_dataset_spec(spec)` over the `DATASETS` registry (re-exported
+by `humanseg.data`); importing this module registers every built-in dataset.
 
 A spec is a config's `train_dataset` / `val_dataset` mapping: `{type: Name, **constructor
 arguments}`. Its `transforms` list (PaddleSeg names) is built into a pipeline before the dataset
@@ -9,60 +10,32 @@ only), which also tells evaluation where the photo lies in the network input.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch.utils.data import Dataset
 
-from humanseg.config import KeyPath, SpecError, check_keys
-from humanseg.data.composite import PortraitComposite
-from humanseg.data.datasets import FolderDataset, ListDataset
+from humanseg.data import composite  # noqa: F401  (registers PortraitComposite)
+from humanseg.data.datasets import DATASETS
 from humanseg.data.inference import build_inference_transforms
 from humanseg.data.transforms import build_transforms
+from humanseg.errors import KeyPath
 
-# type name (as written in configs) -> dataset class; other modules register theirs here.
-DATASETS: dict[str, type[Dataset]] = {
-    "Dataset": ListDataset,
-    "FolderDataset": FolderDataset,
-    "PortraitComposite": PortraitComposite,
-}
+__all__ = ["DATASETS", "build_dataset", "check_dataset_spec", "transforms_builder"]
 
 
-def _parameters(cls: type) -> dict[str, inspect.Parameter]:
-    """Constructor parameters of a dataset class (its config keys)."""
-    params = dict(inspect.signature(cls.__init__).parameters)
-    params.pop("self", None)
-    return params
+def transforms_builder(spec: Any) -> Callable[..., Any]:
+    """Inference transforms for evaluation modes, the training pipeline otherwise."""
+    mode = spec.get("mode") if isinstance(spec, Mapping) else None
+    return build_inference_transforms if mode in ("val", "test") else build_transforms
 
 
 def check_dataset_spec(spec: Any, path: KeyPath = ()) -> None:
-    """Type known, keys known, required keys present, transforms valid; raise SpecError."""
-    if not isinstance(spec, dict):
-        raise SpecError(path, f"must be a mapping with a `type`, got {spec!r}")
-    kind = spec.get("type")
-    if kind not in DATASETS:
-        raise SpecError(
-            (*path, "type"), f"unknown dataset type {kind!r} (known: {', '.join(sorted(DATASETS))})"
-        )
-    params = _parameters(DATASETS[kind])
-    check_keys(spec, {"type", *params}, path)
-    for name, param in params.items():
-        if param.default is inspect.Parameter.empty and name not in spec:
-            raise SpecError((*path, name), f"missing (a {kind} needs it)")
-    if "transforms" in spec:
-        transforms_builder(spec)(spec["transforms"], (*path, "transforms"))
+    """Type known, keys known, required keys present, transforms valid (built, which is cheap);
+    the dataset itself is not built (its files may live elsewhere). Raise SpecError."""
+    DATASETS.check(spec, path, nested={"transforms": transforms_builder(spec)})
 
 
-def transforms_builder(spec: dict[str, Any]) -> Callable[..., Any]:
-    """Inference transforms for evaluation modes, the training pipeline otherwise."""
-    return build_inference_transforms if spec.get("mode") in ("val", "test") else build_transforms
-
-
-def build_dataset(spec: dict[str, Any], path: KeyPath = ()) -> Dataset:
+def build_dataset(spec: Any, path: KeyPath = ()) -> Dataset:
     """The dataset a spec describes, with its transforms list built into a pipeline."""
-    check_dataset_spec(spec, path)
-    kwargs = {key: value for key, value in spec.items() if key != "type"}
-    if "transforms" in kwargs:
-        kwargs["transforms"] = transforms_builder(spec)(kwargs["transforms"], (*path, "transforms"))
-    return DATASETS[spec["type"]](**kwargs)
+    return DATASETS.build(spec, path, nested={"transforms": transforms_builder(spec)})

@@ -9,7 +9,6 @@ never moves a photo between train and validation, and every tool, machine and se
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 
 from humanseg.errors import HumanSegError
 
@@ -30,13 +29,3 @@ def is_validation(stem: str, val_fraction: float = DEFAULT_VAL_FRACTION) -> bool
         raise HumanSegError(f"val_fraction: must be in [0, 1], got {val_fraction}")
     return stem_fraction(stem) < val_fraction
 
-
-def split_stems(
-    stems: Iterable[str], val_fraction: float = DEFAULT_VAL_FRACTION
-) -> tuple[list[str], list[str]]:
-    """Split stems into (train, val) lists, each keeping the input order."""
-    train: list[str] = []
-    val: list[str] = []
-    for stem in stems:
-        (val if is_validation(stem, val_fraction) else train).append(stem)
-    return train, val

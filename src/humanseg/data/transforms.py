@@ -1,11 +1,14 @@
 """PaddleSeg-named transforms, with PaddleSeg's parameter names and defaults, on albumentations.
 
 A config lists transforms as `{type: Name, **params}`; `build_transforms(specs)` turns the list into
-a `SegTransforms` pipeline. Images stay RGB uint8 through the geometric and colour ops;
-`Normalize` (PaddleSeg default mean = std = 0.5 on [0, 1] pixels) makes them float32. Sizes follow
-PaddleSeg: `target_size` / `crop_size` are `[width, height]` (or one int for a square). Padding
-fills the image with 127.5 (128 on uint8 pixels) and the label with 255 (the ignore index), at the
-bottom and right.
+a `SegTransforms` pipeline. Each name is a factory registered in `TRANSFORMS` (its `Args:` are the
+config keys); the val / export pipeline registers the deterministic ones again in
+`humanseg.data.inference`, with the same keys.
+
+Images stay RGB uint8 through the geometric and colour ops; `Normalize` (PaddleSeg default
+mean = std = 0.5 on [0, 1] pixels) makes them float32. Sizes follow PaddleSeg: `target_size` /
+`crop_size` are `[width, height]` (or one int for a square). Padding fills the image with 127.5
+(128 on uint8 pixels) and the label with 255 (the ignore index), at the bottom and right.
 
 Randomness: albumentations keeps its own generators, so on every call the pipeline hands all its
 ops one stream seeded from Python's `random`; seeding `random` (as the trainer and each DataLoader
@@ -15,25 +18,27 @@ worker do) makes augmentation reproducible.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import albumentations as A
 import cv2
 import numpy as np
 
-from humanseg.config import KeyPath, SpecError
 from humanseg.data import inference
 from humanseg.data.inference import (
     IM_PAD,
     INTERPOLATIONS,
     LABEL_PAD,
     Size,
-    build_op,
     ceil_to,
     fill3,
     width_height,
 )
+from humanseg.errors import KeyPath, SpecError
+from humanseg.registry import Registry
+
+TRANSFORMS = Registry("transform")
 
 
 class Rescale(A.DualTransform):
@@ -193,14 +198,22 @@ def _pad_bottom_right(
 # Builders: one per PaddleSeg transform name, with PaddleSeg's parameter names and defaults.
 
 
+@TRANSFORMS.register(name="Resize")
 def resize(
     target_size: Size = (512, 512),
     keep_ratio: bool = False,
     size_divisor: int | None = None,
     interp: str = "LINEAR",
 ) -> list[A.BasicTransform]:
-    """Resize to `target_size` ([w, h]), or by one factor with `keep_ratio`; sides rounded up
-    to `size_divisor` if set; interp NEAREST/LINEAR/CUBIC/AREA/LANCZOS4 or RANDOM per call."""
+    """Resize to `target_size`, or by one factor with `keep_ratio`.
+
+    Args:
+        target_size: [width, height], or one int for a square.
+        keep_ratio: one factor fitting the long side to the target's long side and short to
+            short, instead of stretching.
+        size_divisor: round both output sides up to a multiple of it.
+        interp: NEAREST, LINEAR, CUBIC, AREA, LANCZOS4, or RANDOM (one of them per call).
+    """
     names = list(INTERPOLATIONS) if interp == "RANDOM" else [interp]
     sized = [inference.resize(target_size, keep_ratio, size_divisor, name) for name in names]
     if keep_ratio:
@@ -214,33 +227,62 @@ def resize(
     return ops if len(ops) == 1 else [A.OneOf(ops, p=1.0)]
 
 
+@TRANSFORMS.register(name="ResizeByLong")
 def resize_by_long(long_size: int) -> list[A.BasicTransform]:
-    """Scale so that the long side is `long_size`."""
+    """Scale so that the long side is `long_size`.
+
+    Args:
+        long_size: the long side's length in pixels.
+    """
     return [RuleResize(inference.resize_by_long(long_size))]
 
 
+@TRANSFORMS.register(name="ResizeByShort")
 def resize_by_short(short_size: int, max_size: float = 1e10) -> list[A.BasicTransform]:
-    """Scale so that the short side is `short_size`, the long side at most `max_size`."""
+    """Scale so that the short side is `short_size`, the long side at most `max_size`.
+
+    Args:
+        short_size: the short side's length in pixels.
+        max_size: cap on the long side (then the long side is max_size), per image.
+    """
     return [RuleResize(inference.resize_by_short(short_size, max_size))]
 
 
+@TRANSFORMS.register(name="LimitLong")
 def limit_long(max_long: int | None = None, min_long: int | None = None) -> list[A.BasicTransform]:
-    """Keep the long side within [min_long, max_long] by scaling."""
+    """Keep the long side within [min_long, max_long] by scaling (unchanged inside).
+
+    Args:
+        max_long: longest allowed long side (None: no cap).
+        min_long: shortest allowed long side (None: no floor).
+    """
     return [RuleResize(inference.limit_long(max_long, min_long))]
 
 
+@TRANSFORMS.register(name="ResizeRangeScaling")
 def resize_range_scaling(min_value: int = 400, max_value: int = 600) -> list[A.BasicTransform]:
-    """Long side to a random length in [min_value, max_value]."""
+    """Long side to a random length in [min_value, max_value].
+
+    Args:
+        min_value, max_value: the range of the long side, in pixels.
+    """
     return [LongSideRange(min_value, max_value)]
 
 
+@TRANSFORMS.register(name="ResizeStepScaling")
 def resize_step_scaling(
     min_scale_factor: float = 0.75, max_scale_factor: float = 1.25, scale_step_size: float = 0.25
 ) -> list[A.BasicTransform]:
-    """Random scale in [min, max] on a grid of `scale_step_size` (uniform if 0)."""
+    """Scale by a random factor.
+
+    Args:
+        min_scale_factor, max_scale_factor: the range of the factor.
+        scale_step_size: the factor is drawn on this grid (0: uniformly).
+    """
     return [StepScale(min_scale_factor, max_scale_factor, scale_step_size)]
 
 
+@TRANSFORMS.register(name="RandomPaddingCrop")
 def random_padding_crop(
     crop_size: Size = (512, 512),
     im_padding_value: float | Sequence[float] = IM_PAD,
@@ -249,8 +291,17 @@ def random_padding_crop(
     ignore_index: int = LABEL_PAD,
     loop_times: int = 10,
 ) -> list[A.BasicTransform]:
-    """Pad bottom/right up to `crop_size` ([w, h]) if smaller, then crop it at random; with
-    `category_max_ratio` < 1, prefer windows where no class dominates (see CategoryCappedCrop)."""
+    """Pad bottom/right up to `crop_size` if smaller, then crop a window of it at random.
+
+    Args:
+        crop_size: [width, height], or one int for a square.
+        im_padding_value: image padding, one value or three (RGB).
+        label_padding_value: label padding (the ignore index by default).
+        category_max_ratio: below 1, retry windows (up to `loop_times`) until no class covers
+            more than this share of the labelled pixels (see CategoryCappedCrop).
+        ignore_index: label value not counted by category_max_ratio.
+        loop_times: windows tried for category_max_ratio.
+    """
     width, height = width_height(crop_size, "crop_size")
     if category_max_ratio <= 0 or loop_times < 1:
         raise ValueError("category_max_ratio must be > 0 and loop_times >= 1")
@@ -261,43 +312,72 @@ def random_padding_crop(
     return [_pad_bottom_right(width, height, fill, label_padding_value), crop]
 
 
+@TRANSFORMS.register(name="Padding")
 def padding(
     target_size: Size,
     im_padding_value: float | Sequence[float] = IM_PAD,
     label_padding_value: int = LABEL_PAD,
 ) -> list[A.BasicTransform]:
-    """Pad bottom/right up to `target_size` ([w, h])."""
+    """Pad bottom/right up to `target_size`.
+
+    Args:
+        target_size: [width, height], or one int for a square.
+        im_padding_value: image padding, one value or three (RGB).
+        label_padding_value: label padding (the ignore index by default).
+    """
     op = inference.padding(target_size, im_padding_value, label_padding_value)
     width, height = width_height(target_size, "target_size")
     return [_pad_bottom_right(width, height, op.fill, op.fill_label)]
 
 
+@TRANSFORMS.register(name="PaddingByAspectRatio")
 def padding_by_aspect_ratio(
     aspect_ratio: float = 1.0,
     im_padding_value: float | Sequence[float] = IM_PAD,
     label_padding_value: int = LABEL_PAD,
 ) -> list[A.BasicTransform]:
-    """Pad bottom or right to width / height = aspect_ratio."""
+    """Pad bottom or right to width / height = aspect_ratio.
+
+    Args:
+        aspect_ratio: the width / height wanted.
+        im_padding_value, label_padding_value: as for Padding.
+    """
     return [PadToAspect(inference.padding_by_aspect_ratio(
         aspect_ratio, im_padding_value, label_padding_value))]
 
 
+@TRANSFORMS.register(name="RandomHorizontalFlip")
 def random_horizontal_flip(prob: float = 0.5) -> list[A.BasicTransform]:
-    """Mirror left-right with probability `prob`."""
+    """Mirror left-right at random.
+
+    Args:
+        prob: the chance of a mirror.
+    """
     return [A.HorizontalFlip(p=prob)]
 
 
+@TRANSFORMS.register(name="RandomVerticalFlip")
 def random_vertical_flip(prob: float = 0.1) -> list[A.BasicTransform]:
-    """Flip upside down with probability `prob`."""
+    """Flip upside down at random.
+
+    Args:
+        prob: the chance of a flip.
+    """
     return [A.VerticalFlip(p=prob)]
 
 
+@TRANSFORMS.register(name="RandomRotation")
 def random_rotation(
     max_rotation: float = 15,
     im_padding_value: float | Sequence[float] = IM_PAD,
     label_padding_value: int = LABEL_PAD,
 ) -> list[A.BasicTransform]:
-    """Rotate by a uniform angle in [-max, max], growing the canvas to keep every pixel."""
+    """Rotate by a uniform angle, growing the canvas to keep every pixel.
+
+    Args:
+        max_rotation: the angle is drawn from [-max_rotation, max_rotation] degrees.
+        im_padding_value, label_padding_value: fill of the grown canvas, as for Padding.
+    """
     return [
         A.Affine(
             rotate=(-max_rotation, max_rotation), fit_output=True, border_mode=cv2.BORDER_CONSTANT,
@@ -320,9 +400,14 @@ def _blur(kind: str, size: int, weight: float) -> A.BasicTransform:
     return A.OneOf([_blur(name, size, share) for name, share in shares.items()], p=weight)
 
 
+@TRANSFORMS.register(name="RandomBlur")
 def random_blur(prob: float = 0.1, blur_type: str = "gaussian") -> list[A.BasicTransform]:
-    """Blur with probability `prob` (gaussian, median, blur = box, or random among them), kernel
-    3/5/7/9 weighted 1:2:2:2 as PaddleSeg's odd-rounded draw from 3..9."""
+    """Blur at random, kernel 3/5/7/9 weighted 1:2:2:2 (PaddleSeg's odd-rounded draw from 3..9).
+
+    Args:
+        prob: the chance of a blur.
+        blur_type: gaussian, median, blur (box) or random (one of them per call).
+    """
     if blur_type not in ("gaussian", "median", "blur", "random"):
         raise ValueError(f"blur_type must be gaussian, median, blur or random, got {blur_type!r}")
     kernels = {3: 0.5, 5: 1.0, 7: 1.0, 9: 1.0}  # OneOf normalises these weights
@@ -330,13 +415,20 @@ def random_blur(prob: float = 0.1, blur_type: str = "gaussian") -> list[A.BasicT
     return [A.OneOf(ops, p=min(max(prob, 0.0), 1.0))]
 
 
+@TRANSFORMS.register(name="RandomNoise")
 def random_noise(prob: float = 0.5, max_sigma: float = 10.0) -> list[A.BasicTransform]:
-    """Add Gaussian noise of a random sigma in [0, max_sigma] (pixel units) with `prob`."""
+    """Add Gaussian noise at random.
+
+    Args:
+        prob: the chance of noise.
+        max_sigma: its sigma is drawn from [0, max_sigma] (pixel units).
+    """
     if max_sigma < 0:
         raise ValueError(f"max_sigma must be >= 0, got {max_sigma}")
     return [A.GaussNoise(std_range=(0.0, min(max_sigma / 255.0, 1.0)), p=prob)]
 
 
+@TRANSFORMS.register(name="RandomDistort")
 def random_distort(
     brightness_range: float = 0.5,
     brightness_prob: float = 0.5,
@@ -349,8 +441,15 @@ def random_distort(
     sharpness_range: float = 0.5,
     sharpness_prob: float = 0.0,
 ) -> list[A.BasicTransform]:
-    """Brightness, contrast, saturation, hue (in 1/256 turns) and sharpness, each with its own
-    probability, in random order: PaddleSeg's factors in [1 - range, 1 + range]."""
+    """Brightness, contrast, saturation, hue and sharpness, each at random, in random order.
+
+    Args:
+        brightness_range, contrast_range, saturation_range, sharpness_range: the property is
+            multiplied by a factor in [1 - range, 1 + range] (PaddleSeg's).
+        hue_range: hue shift of up to this many 1/256 turns.
+        brightness_prob, contrast_prob, saturation_prob, hue_prob, sharpness_prob: the chance
+            each property changes.
+    """
 
     def jitter(**factor: float) -> dict[str, float]:
         """ColorJitter arguments that change only the named property."""
@@ -368,42 +467,31 @@ def random_distort(
     return [A.SomeOf(ops, n=len(ops), replace=False, p=1.0)]
 
 
+@TRANSFORMS.register(name="RandomGrayscale")
 def random_grayscale(prob: float = 0.1) -> list[A.BasicTransform]:
-    """With probability `prob`, replace the photo by its grey version (0.299 R + 0.587 G +
-    0.114 B in all three channels), so grey-scale photos are segmented as well as colour ones.
-    Not a PaddleSeg transform (it has none); named after the Random* family and torchvision."""
+    """Replace the photo by its grey version at random (0.299 R + 0.587 G + 0.114 B in all three
+    channels), so grey-scale photos are segmented as well as colour ones. Not a PaddleSeg
+    transform (it has none); named after the Random* family and torchvision.
+
+    Args:
+        prob: the chance of grey, in [0, 1].
+    """
     if not 0.0 <= prob <= 1.0:
         raise ValueError(f"prob must be in [0, 1], got {prob}")
     return [A.ToGray(num_output_channels=3, method="weighted_average", p=prob)]
 
 
+@TRANSFORMS.register(name="Normalize")
 def normalize(
     mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5)
 ) -> list[A.BasicTransform]:
-    """(pixel / 255 - mean) / std per channel (one value or three), as float32."""
+    """(pixel / 255 - mean) / std per channel, as float32.
+
+    Args:
+        mean, std: on [0, 1] pixels, one value or three (RGB); std non-zero.
+    """
     inference.normalize(mean, std)  # checks the values
     return [A.Normalize(mean=fill3(mean, "mean"), std=fill3(std, "std"), max_pixel_value=255.0)]
-
-
-TRANSFORMS: dict[str, Callable[..., list[A.BasicTransform]]] = {
-    "Resize": resize,
-    "ResizeByLong": resize_by_long,
-    "ResizeByShort": resize_by_short,
-    "LimitLong": limit_long,
-    "ResizeRangeScaling": resize_range_scaling,
-    "ResizeStepScaling": resize_step_scaling,
-    "RandomPaddingCrop": random_padding_crop,
-    "Padding": padding,
-    "PaddingByAspectRatio": padding_by_aspect_ratio,
-    "RandomHorizontalFlip": random_horizontal_flip,
-    "RandomVerticalFlip": random_vertical_flip,
-    "RandomRotation": random_rotation,
-    "RandomBlur": random_blur,
-    "RandomNoise": random_noise,
-    "RandomDistort": random_distort,
-    "RandomGrayscale": random_grayscale,
-    "Normalize": normalize,
-}
 
 
 class SegTransforms:
@@ -436,7 +524,7 @@ def _build_ops(specs: Any, path: KeyPath) -> list[A.BasicTransform]:
     if not isinstance(specs, list):
         raise SpecError(path, f"must be a list of {{type: Name, ...}} entries, got {specs!r}")
     return [op for index, spec in enumerate(specs)
-            for op in build_op(spec, (*path, index), TRANSFORMS, "transform")]
+            for op in TRANSFORMS.build(spec, (*path, index))]
 
 
 def build_transforms(specs: Any, path: KeyPath = ("transforms",)) -> SegTransforms:

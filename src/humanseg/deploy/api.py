@@ -72,7 +72,7 @@ def build_predictor(config_path: str | os.PathLike, model_path: str | os.PathLik
                     region_filter: RegionFilter | None = None) -> Predictor:
     """The engine's `Predictor` for a config and model file on the chosen backend, preprocessing
     with the config's val transforms."""
-    from humanseg.config import load_config
+    from humanseg.builder import load_config
 
     config_path, model_path = Path(config_path), Path(model_path)
     _check_choice("backend", backend, BACKENDS)

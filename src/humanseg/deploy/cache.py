@@ -54,7 +54,7 @@ def cache_key(model_path: Path, model_spec: dict, input_size: tuple[int, int] | 
 def cached_onnx(config_path: Path, model_path: Path) -> Path:
     """The cached ONNX export of a PyTorch model file (or a folder holding `model.pt`), exported
     now if it is not there yet."""
-    from humanseg.config import load_config
+    from humanseg.builder import load_config
 
     cfg = load_config(config_path, inference=True)
     if "model" not in cfg:

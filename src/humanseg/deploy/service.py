@@ -193,7 +193,7 @@ def browser_preprocessing(config_path: Path) -> tuple[dict[str, object] | None, 
     """What a page needs to preprocess frames exactly as the config's val transforms do, when
     those are a plain Resize then Normalize: ({input_size [H, W], mean, std}, "") ; otherwise
     (None, the reason in a line)."""
-    from humanseg.config import load_config
+    from humanseg.builder import load_config
     from humanseg.data.transforms import fill3, width_height
 
     transforms = (load_config(config_path).get("val_dataset") or {}).get("transforms") or []

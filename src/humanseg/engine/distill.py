@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from humanseg.errors import HumanSegError
+from humanseg.registry import check_keys
 
 TEACHER_KEYS = frozenset(
     {"model_path", "model", "coef", "temperature", "flip", "input_size", "skip_grey"})
@@ -56,10 +57,7 @@ class Teacher:
 
         if not isinstance(spec, Mapping):
             raise HumanSegError(f"teacher: must be a mapping, got {spec!r}")
-        unknown = sorted(set(spec) - TEACHER_KEYS)
-        if unknown:
-            raise HumanSegError(f"teacher: unknown key(s) {', '.join(unknown)} "
-                                f"(accepted: {', '.join(sorted(TEACHER_KEYS))})")
+        check_keys(spec, TEACHER_KEYS, ("teacher",))
         if "model_path" not in spec:
             raise HumanSegError("teacher.model_path: the teacher's weights are required")
         self.coef = _positive_number(spec, "coef", 1.0)

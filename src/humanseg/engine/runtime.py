@@ -75,7 +75,7 @@ def load_inference_model(
 ) -> tuple[dict[str, Any], torch.nn.Module]:
     """Load a config and its trained weights; the model is in eval mode on `device`. The config
     is checked as `load_config(path, inference)` does (only what prediction reads, by default)."""
-    from humanseg.config import load_config
+    from humanseg.builder import load_config
     from humanseg.models import build_model, load_model_file
 
     cfg = load_config(config_path, inference)
@@ -84,12 +84,3 @@ def load_inference_model(
     model = build_model(cfg["model"])
     load_model_file(model, model_file(model_path))
     return cfg, model.to(device).eval()
-
-
-def check_num_classes(cfg: dict[str, Any], section: str, model: torch.nn.Module) -> int:
-    """The model's class count, checked against the dataset section's `num_classes` if given."""
-    expected = (cfg.get(section) or {}).get("num_classes")
-    if expected is not None and int(expected) != model.num_classes:
-        raise HumanSegError(f"{section}.num_classes is {expected} but the model predicts "
-                            f"{model.num_classes} classes")
-    return int(model.num_classes)

@@ -35,10 +35,11 @@ from humanseg.engine.distributed import (
     shutdown_distributed,
 )
 from humanseg.engine.evaluate import evaluate, format_metrics
-from humanseg.engine.optim import build_optimizer, build_scheduler, learning_rate_curve
-from humanseg.engine.runtime import autocast, check_num_classes, check_precision
+from humanseg.engine.runtime import autocast, check_precision
 from humanseg.engine.sampling import SeededSamples, ShuffledBatches
 from humanseg.errors import HumanSegError
+from humanseg.optim import build_optimizer, build_scheduler, learning_rate_curve
+from humanseg.registry import whole_number
 
 TENSORBOARD_DIR = "tensorboard"
 DEFAULT_SAVE_INTERVAL = 1000  # when neither --save_interval nor the config's save_interval is set
@@ -88,17 +89,6 @@ def _options(options: dict[str, Any]) -> TrainOptions:
     return TrainOptions(**options)
 
 
-def _positive(name: str, value: Any) -> int:
-    """An option (or config value) that must be a whole number >= 1."""
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = 0
-    if number < 1 or number != value:
-        raise HumanSegError(f"{name}: must be a whole number >= 1, got {value!r}")
-    return number
-
-
 def _seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch so model initialisation is reproducible."""
     random.seed(seed)
@@ -112,6 +102,7 @@ class _Trainer:
     def __init__(self, cfg: dict[str, Any], save_dir: Path, opts: TrainOptions,
                  context: DistContext) -> None:
         """Build model, loss, data, optimizer and schedule; restore them when resuming."""
+        from humanseg.builder import check_num_classes
         from humanseg.data import build_dataset
         from humanseg.losses import build_loss_from_config
         from humanseg.models import build_model, load_model_file
@@ -124,13 +115,14 @@ class _Trainer:
         self.cfg, self.save_dir, self.opts, self.context = cfg, save_dir, opts, context
         self.device = context.device
         check_precision(opts.precision, self.device)
-        self.iters = _positive("iters", opts.iters or cfg.get("iters") or 0)
-        self.batch_size = _positive("batch_size", opts.batch_size or cfg.get("batch_size") or 0)
+        self.iters = whole_number(opts.iters or cfg.get("iters") or 0, ("iters",))
+        self.batch_size = whole_number(opts.batch_size or cfg.get("batch_size") or 0,
+                                       ("batch_size",))
         interval = opts.save_interval  # the command line wins over the config
         if interval is None:
             interval = cfg.get("save_interval", DEFAULT_SAVE_INTERVAL)
-        self.save_interval = _positive("save_interval", interval)
-        self.log_iters = _positive("log_iters", opts.log_iters)
+        self.save_interval = whole_number(interval, ("save_interval",))
+        self.log_iters = whole_number(opts.log_iters, ("log_iters",))
 
         resume_dir = checkpoint.resolve_resume_dir(opts.resume_model) if opts.resume_model else None
         state = checkpoint.load_train_state(resume_dir) if resume_dir else None
@@ -139,7 +131,7 @@ class _Trainer:
         _seed_everything(self.seed)
 
         self.model = build_model(cfg["model"])
-        self.num_classes = check_num_classes(cfg, "train_dataset", self.model)
+        self.num_classes = check_num_classes(cfg, self.model)
         if resume_dir:
             load_model_file(self.model, resume_dir / checkpoint.MODEL_FILE)
         self.model.to(self.device).train()
@@ -147,8 +139,9 @@ class _Trainer:
         self.teacher = Teacher(cfg["teacher"], cfg["model"], self.device) if "teacher" in cfg \
             else None
         self.ignore_index = int(cfg["train_dataset"].get("ignore_index", 255))
-        self.train_dataset = build_dataset(cfg["train_dataset"])
-        self.val_dataset = build_dataset(cfg["val_dataset"]) if opts.do_eval else None
+        self.train_dataset = build_dataset(cfg["train_dataset"], ("train_dataset",))
+        self.val_dataset = (build_dataset(cfg["val_dataset"], ("val_dataset",)) if opts.do_eval
+                            else None)
 
         curve = learning_rate_curve(cfg, self.iters, opts.learning_rate)
         self.optimizer = build_optimizer(

@@ -9,11 +9,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from humanseg.errors import HumanSegError
+from humanseg.losses.base import LOSSES
 from humanseg.losses.inputs import check_class_weights, check_logits_and_labels
 
 
+@LOSSES.register
 class CrossEntropyLoss(nn.Module):
-    """Mean cross-entropy over non-ignored pixels (weighted by class weight, as torch does)."""
+    """Mean cross-entropy over non-ignored pixels (weighted by class weight, as torch does).
+
+    Args:
+        weight: one weight per class (default: all 1).
+        ignore_index: label value that takes no part.
+        top_k_percent_pixels: in (0, 1]; below 1, only that share of the hardest pixels counts.
+        avg_non_ignore: PaddleSeg's switch; the mean is always over non-ignored pixels here.
+        data_format: only `NCHW`.
+    """
 
     def __init__(
         self,

@@ -9,11 +9,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from humanseg.errors import HumanSegError
+from humanseg.losses.base import LOSSES
 from humanseg.losses.inputs import check_class_weights, check_logits_and_labels
 
 
+@LOSSES.register
 class DiceLoss(nn.Module):
-    """1 - (2 |P ∩ Y| + smooth) / (|P| + |Y| + smooth) per class over the batch, class-averaged."""
+    """1 - (2 |P ∩ Y| + smooth) / (|P| + |Y| + smooth) per class over the batch, class-averaged.
+
+    Args:
+        weight: one weight per class for the class average (default: a plain mean).
+        ignore_index: label value that counts for neither prediction nor label.
+        smooth: added to numerator and denominator (>= 0).
+    """
 
     def __init__(
         self, weight: Sequence[float] | None = None, ignore_index: int = 255, smooth: float = 1.0

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from humanseg.errors import HumanSegError
+from humanseg.losses.base import LOSSES
 from humanseg.losses.inputs import check_logits_and_labels
 
 
@@ -18,8 +19,14 @@ def lovasz_gradient(sorted_truth: torch.Tensor) -> torch.Tensor:
     return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
 
 
+@LOSSES.register
 class LovaszSoftmaxLoss(nn.Module):
-    """Mean over classes of the Lovász hinge of |onehot - prob|, over all non-ignored pixels."""
+    """Mean over classes of the Lovász hinge of |onehot - prob|, over all non-ignored pixels.
+
+    Args:
+        ignore_index: label value that takes no part.
+        classes: `present` (classes in the labels; PaddleSeg's default) or `all`.
+    """
 
     def __init__(self, ignore_index: int = 255, classes: str = "present") -> None:
         """`classes`: "present" (classes in the labels; PaddleSeg's default) or "all"."""

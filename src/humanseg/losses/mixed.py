@@ -8,10 +8,17 @@ import torch
 from torch import nn
 
 from humanseg.errors import HumanSegError
+from humanseg.losses.base import LOSSES
 
 
+@LOSSES.register(nested={"losses": LOSSES})
 class MixedLoss(nn.Module):
-    """sum_k coef[k] * losses[k](logits, labels), every loss on the same logits."""
+    """sum_k coef[k] * losses[k](logits, labels), every loss on the same logits.
+
+    Args:
+        losses: the loss specs (`{type: Name, ...}`), built before the class sees them.
+        coef: one number per loss.
+    """
 
     def __init__(self, losses: Sequence[nn.Module], coef: Sequence[float]) -> None:
         """`losses` are built loss modules; `coef` one number per loss."""

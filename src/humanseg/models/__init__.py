@@ -1,4 +1,5 @@
-"""Networks: the `MODELS` registry, `build_model(spec)` from a config's `model:` section, and
+"""Networks: the `MODELS` registry (`humanseg.models.base`; importing this package registers every
+built-in model), `build_model(spec)` from a config's `model:` section, and
 `load_model_file(model, path)` for a saved `state_dict`; `fuse(model)` folds batch norm into the
 convolutions for inference.
 
@@ -9,77 +10,39 @@ file loads; a URL is never downloaded, only warned about), `align_corners`, `bac
 
 from __future__ import annotations
 
-import inspect
 import os
 import warnings
-from collections.abc import Callable, Mapping
-from functools import partial
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from humanseg.errors import HumanSegError
+from humanseg.errors import HumanSegError, KeyPath, format_key
+from humanseg.models import fcn, pphumanseg_lite  # noqa: F401  (register the models)
 from humanseg.models.backbones import BACKBONES
-from humanseg.models.fcn import FCN
+from humanseg.models.base import MODELS, SegmentationModel
 from humanseg.models.layers import fuse as fuse
-from humanseg.models.pphumanseg_lite import PPHumanSegLite
 
-MODELS: dict[str, type[nn.Module]] = {"FCN": FCN, "PPHumanSegLite": PPHumanSegLite}
+MODEL_PATH: KeyPath = ("model",)
 MISFITS_NAMED = 3  # keys named per kind of misfit in a load error; the rest are counted
 
 _warned_urls: set[str] = set()
 
-
-def _check_kwargs(
-    factory: Callable[..., Any], name: str, spec: Mapping[str, Any], where: str
-) -> None:
-    """Raise HumanSegError naming every key of `spec` the constructor does not take."""
-    fixed = set(factory.keywords) if isinstance(factory, partial) else set()
-    accepted = set(inspect.signature(factory).parameters) - fixed
-    unknown = sorted(set(spec) - accepted)
-    if unknown:
-        raise HumanSegError(
-            f"{where}: unknown key(s) {', '.join(unknown)} for {name} "
-            f"(accepted: {', '.join(sorted(accepted))})"
-        )
+__all__ = ["BACKBONES", "MODELS", "MODEL_PATH", "SegmentationModel", "build_model", "fuse",
+           "load_model_file", "load_pretrained", "without_pretrained"]
 
 
-def _build(
-    registry: Mapping[str, Callable[..., nn.Module]], spec: Any, where: str
-) -> tuple[nn.Module, str | None]:
-    """Build one registry entry from `{type: Name, **kwargs}`; returns it and its `pretrained`."""
-    if not isinstance(spec, Mapping) or "type" not in spec:
-        raise HumanSegError(f"{where}: must be a mapping with a `type` key, got {spec!r}")
-    kwargs = {k: v for k, v in spec.items() if k != "type"}
-    name = spec["type"]
-    if not isinstance(name, str) or name not in registry:
-        raise HumanSegError(
-            f"{where}.type: unknown {name!r} (known: {', '.join(sorted(registry))})"
-        )
-    factory = registry[name]
-    _check_kwargs(factory, name, kwargs, where)
-    if "backbone" in kwargs:
-        kwargs["backbone"] = build_backbone(kwargs["backbone"], f"{where}.backbone")
-    try:
-        module = factory(**kwargs)
-    except TypeError as error:
-        raise HumanSegError(f"{where}: {name}: {error}") from None
-    return module, kwargs.get("pretrained")
-
-
-def build_backbone(spec: Any, where: str = "model.backbone") -> nn.Module:
-    """A backbone from `{type: HRNet_W18, ...}`, its `pretrained` weights loaded if local."""
-    backbone, pretrained = _build(BACKBONES, spec, where)
-    load_pretrained(backbone, pretrained, f"{where}.pretrained")
-    return backbone
-
-
-def build_model(spec: Any) -> nn.Module:
-    """A model from a config's `model:` section; unknown types or keys raise HumanSegError."""
-    model, pretrained = _build(MODELS, spec, "model")
-    load_pretrained(model, pretrained, "model.pretrained")
+def build_model(spec: Any, path: KeyPath = MODEL_PATH) -> nn.Module:
+    """A model from a config's `model:` section, `pretrained` weights (its own and its
+    backbone's) loaded; a bad type, key or value raises SpecError at its key path."""
+    model = MODELS.build(spec, path)
+    backbone = spec.get("backbone")
+    if isinstance(backbone, Mapping):
+        load_pretrained(model.backbone, backbone.get("pretrained"),
+                        format_key((*path, "backbone", "pretrained")))
+    load_pretrained(model, spec.get("pretrained"), format_key((*path, "pretrained")))
     return model
 
 

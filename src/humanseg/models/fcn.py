@@ -9,13 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from humanseg.errors import HumanSegError
-from humanseg.models.layers import (
-    ConvBN,
-    channels_last,
-    check_input,
-    check_num_classes,
-    init_like_paddleseg,
-)
+from humanseg.models.base import BACKBONES, MODELS, SegmentationModel
+from humanseg.models.layers import ConvBN, init_like_paddleseg
 
 
 class FCNHead(nn.Module):
@@ -32,8 +27,20 @@ class FCNHead(nn.Module):
         return self.classifier(self.project(x))
 
 
-class FCN(nn.Module):
-    """FCN: backbone features -> head -> bilinear upsampling to the input size."""
+@MODELS.register(nested={"backbone": BACKBONES})
+class FCN(SegmentationModel):
+    """FCN: backbone features -> head -> bilinear upsampling to the input size.
+
+    Args:
+        num_classes: classes predicted.
+        backbone: the backbone's spec, e.g. `{type: HRNet_W18}` (built before the FCN sees it).
+        backbone_indices: which backbone output the head reads (PaddleSeg's `[-1]`: the last).
+        channels: the head's hidden channels (default: the backbone output's).
+        align_corners: bilinear upsampling with align_corners, as PaddleSeg's switch.
+        pretrained: a local `.pt` / `.pdparams` file loaded after building (a URL is ignored).
+        bias: 1x1 convolutions of the head with bias (PaddleSeg: yes).
+        data_format: only `NCHW` (PaddleSeg's key; NHWC is Paddle's layout switch).
+    """
 
     def __init__(
         self,
@@ -46,7 +53,7 @@ class FCN(nn.Module):
         bias: bool = True,
         data_format: str = "NCHW",
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes, backbone.in_channels, backbone.size_divisor)
         if data_format != "NCHW":
             raise HumanSegError(f"FCN: data_format must be NCHW, got {data_format!r}")
         feat_channels = list(backbone.feat_channels)
@@ -58,18 +65,14 @@ class FCN(nn.Module):
                 f"FCN: backbone_indices {backbone_indices!r} do not fit the backbone's "
                 f"{len(feat_channels)} output(s)"
             ) from error
-        self.num_classes = check_num_classes(num_classes, "FCN")
-        self.size_divisor = backbone.size_divisor
         self.align_corners = align_corners
         self.pretrained = pretrained
         self.backbone = backbone
         self.head = FCNHead(in_channels, channels or in_channels, num_classes, bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Image batch [N, C, H, W] -> logits [N, num_classes, H, W]."""
-        check_input(x, self.backbone.in_channels, self.size_divisor, type(self).__name__)
-        logits = self.head(self.backbone(channels_last(x))[self.feature_index])
-        logits = F.interpolate(
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Head on the chosen backbone output, upsampled to the input size."""
+        logits = self.head(self.backbone(x)[self.feature_index])
+        return F.interpolate(
             logits, x.shape[-2:], mode="bilinear", align_corners=self.align_corners
         )
-        return logits.contiguous()

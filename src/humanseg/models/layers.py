@@ -9,8 +9,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from humanseg.errors import HumanSegError
-
 
 class ConvBN(nn.Module):
     """Conv2d + BatchNorm2d (+ ReLU): PaddleSeg's ConvBN / ConvBNReLU, named `conv` and `bn`.
@@ -68,37 +66,6 @@ def fuse(model: nn.Module) -> nn.Module:
 def capturing_graph() -> bool:
     """True while torch.jit.trace, torch.export / ONNX export or torch.compile records a graph."""
     return torch.jit.is_tracing() or torch.compiler.is_compiling()
-
-
-def check_num_classes(num_classes: object, model_name: str) -> int:
-    """`num_classes` as an int >= 1, else a HumanSegError naming the key."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise HumanSegError(
-            f"{model_name}: num_classes must be an integer >= 1, got {num_classes!r}"
-        )
-    return num_classes
-
-
-def check_input(x: torch.Tensor, in_channels: int, size_divisor: int, model_name: str) -> None:
-    """Raise HumanSegError unless `x` is [N, in_channels, H, W], sides multiples of the divisor.
-
-    Skipped while tracing or exporting, where sizes may be symbolic and the check would only add
-    guards to the graph; eager calls (training, evaluation, prediction) are always checked.
-    """
-    if capturing_graph():
-        return
-    if x.dim() != 4 or x.shape[1] != in_channels:
-        raise HumanSegError(
-            f"{model_name}: expected input [N, {in_channels}, H, W], got {list(x.shape)}"
-        )
-    height, width = int(x.shape[2]), int(x.shape[3])
-    if height % size_divisor or width % size_divisor:
-        fit_height = -(-height // size_divisor) * size_divisor
-        fit_width = -(-width // size_divisor) * size_divisor
-        raise HumanSegError(
-            f"{model_name}: input size {height}x{width} (HxW) is not a multiple of "
-            f"{size_divisor}; resize or pad it, e.g. to {fit_height}x{fit_width}"
-        )
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:

@@ -13,14 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from humanseg.models.layers import (
-    ConvBN,
-    capturing_graph,
-    channels_last,
-    check_input,
-    check_num_classes,
-    init_like_paddleseg,
-)
+from humanseg.models.base import MODELS, SegmentationModel
+from humanseg.models.layers import ConvBN, capturing_graph, channels_last, init_like_paddleseg
 
 
 class SeparableConvBN(nn.Module):
@@ -82,10 +76,16 @@ class ShuffleBlock(nn.Module):
         return channel_shuffle(shortcut, branch)
 
 
-class PPHumanSegLite(nn.Module):
-    """The ultra-light real-time portrait model; forward returns logits at the input size."""
+@MODELS.register
+class PPHumanSegLite(SegmentationModel):
+    """The ultra-light real-time portrait model; forward returns logits at the input size.
 
-    size_divisor = 1
+    Args:
+        num_classes: classes predicted.
+        in_channels: channels of the input images.
+        pretrained: a local `.pt` / `.pdparams` file loaded after building (a URL is ignored).
+        align_corners: bilinear resizing with align_corners, as PaddleSeg's switch.
+    """
 
     def __init__(
         self,
@@ -94,9 +94,7 @@ class PPHumanSegLite(nn.Module):
         pretrained: str | None = None,
         align_corners: bool = False,
     ) -> None:
-        super().__init__()
-        self.num_classes = check_num_classes(num_classes, "PPHumanSegLite")
-        self.in_channels = in_channels
+        super().__init__(num_classes, in_channels, size_divisor=1)
         self.align_corners = align_corners
         self.pretrained = pretrained
         self.stem = ConvBN(in_channels, 36, 3, stride=2)
@@ -110,11 +108,10 @@ class PPHumanSegLite(nn.Module):
         self.classifier = SeparableConvBN(64, num_classes)
         init_like_paddleseg(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Image batch [N, C, H, W] -> logits [N, num_classes, H, W]."""
-        check_input(x, self.in_channels, self.size_divisor, type(self).__name__)
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder, decoder joined with the 1/2-resolution shortcut, resized to the input."""
         size = x.shape[-2:]
-        x = self.stem(channels_last(x))
+        x = self.stem(x)
         shortcut = self.shortcut(x)
         x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
         x = self.decode0(self.block2(self.block1(x)))
@@ -122,6 +119,5 @@ class PPHumanSegLite(nn.Module):
             x, shortcut.shape[-2:], mode="bilinear", align_corners=self.align_corners
         )
         x = self.classifier(self.decode1(torch.cat([shortcut, x], dim=1)))
-        logits = F.interpolate(x, size, mode="bilinear", align_corners=self.align_corners)
-        return logits.contiguous()
+        return F.interpolate(x, size, mode="bilinear", align_corners=self.align_corners)
 

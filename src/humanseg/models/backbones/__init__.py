@@ -1,14 +1,8 @@
-"""Backbones: `BACKBONES` maps PaddleSeg's backbone names to constructors."""
+"""Backbones, registered in `humanseg.models.base.BACKBONES` under PaddleSeg's names."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
+from humanseg.models.backbones import hrnet  # noqa: F401  (registers the HRNet variants)
+from humanseg.models.base import BACKBONES
 
-from torch import nn
-
-from humanseg.models.backbones.hrnet import HRNET_VARIANTS, HRNet
-
-BACKBONES: dict[str, Callable[..., nn.Module]] = {
-    name: partial(HRNet, **variant) for name, variant in HRNET_VARIANTS.items()
-}
+__all__ = ["BACKBONES"]

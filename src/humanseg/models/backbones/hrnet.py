@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from humanseg.errors import HumanSegError
+from humanseg.models.base import BACKBONES
 from humanseg.models.layers import ConvBN, init_like_paddleseg
 
 
@@ -136,7 +137,18 @@ class Transition(nn.Module):
 
 
 class HRNet(nn.Module):
-    """High-resolution network; forward returns `[features]` with `feat_channels[0]` channels."""
+    """High-resolution network; forward returns `[features]` with `feat_channels[0]` channels.
+
+    Registered as `HRNet_W18` and `HRNet_W18_Small_V1` (their stage layouts fixed); the config
+    keys are the rest.
+
+    Args:
+        in_channels: channels of the input images.
+        pretrained: a local `.pt` / `.pdparams` file loaded after building (a URL is ignored).
+        align_corners: bilinear resizing in the fusions with align_corners (PaddleSeg's switch).
+        padding_same: Paddle's `padding='same'` for the stride-2 stem convolutions.
+        has_se, use_psa: PaddleSeg variants, not supported (only False).
+    """
 
     size_divisor = 32
 
@@ -214,3 +226,7 @@ HRNET_VARIANTS: dict[str, dict[str, list]] = {
         "stage_modules": [1, 1, 1, 1],
     },
 }
+
+
+for _name, _variant in HRNET_VARIANTS.items():
+    BACKBONES.register(partial(HRNet, **_variant), name=_name)
