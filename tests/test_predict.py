@@ -364,16 +364,23 @@ def test_predict_region_options_reach_the_predictor(lite_model, tmp_path: Path, 
     from scipy import ndimage
 
     from humanseg.engine.predict import add_arguments, build_predictor
-    from humanseg.ops import DEFAULT_MIN_REGION_FRAC
+    from humanseg.ops import (
+        DEFAULT_CONFIDENT_PEAK,
+        DEFAULT_MIN_REGION_AREA,
+        DEFAULT_MIN_REGION_FRAC,
+    )
 
     config, model_path, photos = lite_model
     argv = [str(photos / "wide.png"), "--config", str(config), "--model_path", str(model_path)]
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    for options, expected in (([], (DEFAULT_MIN_REGION_FRAC, False)),
-                              (["--min_region_frac", "0.3", "--main_subject"], (0.3, True))):
+    defaults = (DEFAULT_MIN_REGION_FRAC, DEFAULT_MIN_REGION_AREA, DEFAULT_CONFIDENT_PEAK, False)
+    given = ["--min_region_frac", "0.3", "--min_region_area", "0.01", "--confident_peak", "0.8",
+             "--main_subject"]
+    for options, expected in (([], defaults), (given, (0.3, 0.01, 0.8, True))):
         region_filter = build_predictor(parser.parse_args([*argv, *options])).region_filter
-        assert (region_filter.min_region_frac, region_filter.main_subject) == expected
+        assert (region_filter.min_region_frac, region_filter.min_region_area,
+                region_filter.confident_peak, region_filter.main_subject) == expected
         assert not region_filter.track_subject  # photos are not frames of one video
     assert main(["predict", *argv, "--main_subject", "--save_dir", str(tmp_path / "main")]) == 0
     label = cv2.imread(str(tmp_path / "main" / "label" / "wide.png"), cv2.IMREAD_UNCHANGED)

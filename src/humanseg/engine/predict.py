@@ -41,7 +41,12 @@ from humanseg.engine.runtime import (
 )
 from humanseg.errors import HumanSegError
 from humanseg.io import check_output_path, list_images, read_image, write_image
-from humanseg.ops.regions import DEFAULT_MIN_REGION_FRAC, RegionFilter
+from humanseg.ops.regions import (
+    DEFAULT_CONFIDENT_PEAK,
+    DEFAULT_MIN_REGION_AREA,
+    DEFAULT_MIN_REGION_FRAC,
+    RegionFilter,
+)
 from humanseg.weights import resolve_paths
 
 if TYPE_CHECKING:
@@ -253,6 +258,8 @@ def build_predictor(args: argparse.Namespace) -> Predictor:
         getattr(args, "min_region_frac", DEFAULT_MIN_REGION_FRAC),
         getattr(args, "main_subject", False),
         track_subject=getattr(args, "track_subject", False),
+        min_region_area=getattr(args, "min_region_area", DEFAULT_MIN_REGION_AREA),
+        confident_peak=getattr(args, "confident_peak", DEFAULT_CONFIDENT_PEAK),
     )
     return Predictor(forward, pipeline, num_classes, region_filter)
 
@@ -283,6 +290,17 @@ def add_region_arguments(parser: argparse.ArgumentParser) -> None:
         "--min_region_frac", type=float, default=DEFAULT_MIN_REGION_FRAC,
         help="drop person regions smaller than this fraction of the largest "
         f"(default {DEFAULT_MIN_REGION_FRAC}; 0 keeps every region)",
+    )
+    parser.add_argument(
+        "--min_region_area", type=float, default=DEFAULT_MIN_REGION_AREA,
+        help="also drop person regions smaller than this fraction of the network's output map "
+        f"(0.001: 37 of the packaged model's 192 x 192 pixels; default {DEFAULT_MIN_REGION_AREA:g}"
+        ": off); with --min_region_frac 0 it spares the small people of a crowd",
+    )
+    parser.add_argument(
+        "--confident_peak", type=float, default=DEFAULT_CONFIDENT_PEAK,
+        help="keep a small region anyway when its peak person probability exceeds this "
+        f"(default {DEFAULT_CONFIDENT_PEAK:g}: every small region is dropped)",
     )
     parser.add_argument("--main_subject", action="store_true",
                         help="keep only the main person region (in video: the one followed)")
