@@ -5,8 +5,10 @@
         --candidate official=configs/pp_humanseg/pp_humanseg_lite_portrait_398x224.yml:OFFICIAL.pt \
         [--mediapipe_python .venv-mediapipe/bin/python] [--json out.json]
 
-Each candidate (NAME=CONFIG:MODEL.pt, or NAME=CONFIG:MODEL.pt:F to clean its masks as
-`humanseg predict --min_region_frac F` does; without F, the model's raw masks) is exported to
+Each candidate (NAME=CONFIG:MODEL.pt for the model's raw masks, or NAME=CONFIG:MODEL.pt:CLEAN to
+clean them as `humanseg predict` does, CLEAN being F for `--min_region_frac F` alone or
+`frac=F,area=A,peak=P` for `--min_region_frac F --min_region_area A --confident_peak P`, keys
+left out off; `default` for predict's defaults) is exported to
 ONNX here and run through onnxruntime by `humanseg predict`'s own predictor (the config's val
 transforms, padding cropped off, the probabilities mapped back to the photo, the label PNG's
 mask), so the figures are what a user gets. MediaPipe's selfie
@@ -49,7 +51,13 @@ from humanseg.deploy.onnx_runtime import OnnxRuntimeForward
 from humanseg.engine.runtime import load_inference_model
 from humanseg.io import read_image, read_mask
 from humanseg.metrics import SegMetrics
-from humanseg.ops import RegionFilter, label_components
+from humanseg.ops import (
+    DEFAULT_CONFIDENT_PEAK,
+    DEFAULT_MIN_REGION_AREA,
+    DEFAULT_MIN_REGION_FRAC,
+    RegionFilter,
+    label_components,
+)
 
 DATA = REPO.parent / "shared" / "data"
 COCO = REPO / "dataset" / "COCO_person"
@@ -66,14 +74,31 @@ PERSON = 1
 REPEATS = 200
 
 
-def validation_photos(source: str) -> list[tuple[Path, Path]]:
-    """(image, label) paths of one source's held-out photos, sorted by stem."""
+def validation_photos(source: str, held_out: bool = True) -> list[tuple[Path, Path]]:
+    """(image, label) paths of one source's held-out photos (or, with `held_out` False, of its
+    training photos), sorted by stem."""
     pairs = []
     for images, masks in SOURCES[source]:
         for image in sorted(images.glob("*.jpg")):
-            if is_validation(image.stem):
+            if is_validation(image.stem) == held_out:
                 pairs.append((image, masks / f"{image.stem}.png"))
     return pairs
+
+
+def cleaning_options(spec: str) -> dict[str, float]:
+    """`humanseg predict`'s cleaning options from a candidate's CLEAN field (module docstring):
+    '' raw, 'default' predict's defaults, 'F' or 'frac=F,area=A,peak=P'."""
+    if spec == "default":
+        return {"min_region_frac": DEFAULT_MIN_REGION_FRAC, "min_region_area":
+                DEFAULT_MIN_REGION_AREA, "confident_peak": DEFAULT_CONFIDENT_PEAK}
+    options = {"min_region_frac": 0.0, "min_region_area": 0.0, "confident_peak": 1.0}
+    names = {"frac": "min_region_frac", "area": "min_region_area", "peak": "confident_peak"}
+    for item in filter(None, spec.split(",")):
+        key, equals, value = item.rpartition("=")
+        if equals and key not in names:
+            sys.exit(f"cleaning {spec!r}: unknown key {key!r} (known: {', '.join(names)})")
+        options[names[key] if equals else "min_region_frac"] = float(value)
+    return options
 
 
 def region_counts(mask: np.ndarray) -> tuple[int, int]:
@@ -123,7 +148,7 @@ def agreement(masks: dict[str, np.ndarray], reference: dict[str, np.ndarray],
 
 def candidate_masks(
     config: str, model_path: str, photos: list[Path], work: Path, name: str,
-    min_region_frac: float,
+    cleaning: dict[str, float],
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], OnnxRuntimeForward, tuple[int, int]]:
     """Person masks (stem -> 0/1) of one candidate through onnxruntime on the photos and on
     their low-light versions, its 1-thread session and input size."""
@@ -136,7 +161,7 @@ def candidate_masks(
     onnx_path = work / f"{name}.onnx"
     export_onnx(model, onnx_path, input_size)
     predictor = build_predictor(config, onnx_path, backend="onnxruntime",
-                                region_filter=RegionFilter(min_region_frac))
+                                region_filter=RegionFilter(**cleaning))
 
     def mask(image: np.ndarray) -> np.ndarray:
         return (predictor.infer(image).label() == PERSON).astype(np.uint8)  # predict's label
@@ -177,7 +202,7 @@ def main() -> None:
             name, _, paths = spec.partition("=")
             config, model_path, *cleaning = paths.split(":")
             masks, dim_masks, single, (height, width) = candidate_masks(
-                config, model_path, photos, work, name, float(cleaning[0]) if cleaning else 0.0)
+                config, model_path, photos, work, name, cleaning_options(":".join(cleaning)))
             found_masks[name] = (masks, dim_masks)
             report["scores"][name] = {s: score(masks, pairs[s]) for s in SOURCES}
             frame = np.random.default_rng(0).standard_normal((1, 3, height, width),

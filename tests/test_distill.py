@@ -9,7 +9,9 @@ import pytest
 import torch
 import yaml
 
-from humanseg.engine.distill import TERM_NAME, Teacher
+from humanseg.data.inference import normalize
+from humanseg.data.transforms import build_transforms
+from humanseg.engine.distill import TERM_NAME, Teacher, grey_normalised
 from humanseg.engine.train import train
 from humanseg.errors import HumanSegError
 from humanseg.models import build_model
@@ -91,6 +93,8 @@ def test_a_descent_step_moves_the_student_towards_the_teacher(teacher_file: Path
     ({"coef": 1.0}, r"teacher.model_path: the teacher's weights are required"),
     ({"model_path": "x.pt", "coef": 0}, r"teacher.coef: must be a number > 0"),
     ({"model_path": "x.pt", "input_size": [398]}, r"teacher.input_size: must be \[width"),
+    ({"model_path": "x.pt", "grey_student": 1.5}, r"teacher.grey_student: must be a number in"),
+    ({"model_path": "x.pt", "grey_student": 0.2}, r"teacher.grey_student: the train transforms"),
 ])
 def test_bad_teacher_sections_name_the_key(spec: dict, message: str) -> None:
     with pytest.raises(HumanSegError, match=message):
@@ -127,3 +131,64 @@ def test_skip_grey_leaves_grey_samples_out_of_the_term(teacher_file: Path) -> No
                                                                         rel=1e-5)
     assert float(everyone.loss(student, images, valid)) != pytest.approx(float(only_colour),
                                                                          rel=1e-3)
+
+
+def test_grey_normalised_is_the_normalised_luma_of_the_photo() -> None:
+    """Against a hand computation (BT.601 luma of the pixels, then per-channel Normalize) and
+    against RandomGrayscale itself (which rounds its grey to uint8: within half a grey level)."""
+    rng = np.random.default_rng(3)
+    photo = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    normalise = normalize(mean, std)
+    normalised = torch.from_numpy(normalise.image(photo)[0]).permute(2, 0, 1)[None]
+    grey = grey_normalised(normalised, normalise)[0].permute(1, 2, 0).numpy()
+    luma = photo.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    by_hand = (luma[..., None] / 255 - np.array(mean)) / np.array(std)
+    np.testing.assert_allclose(grey, by_hand, atol=1e-4)
+    always_grey = build_transforms([{"type": "RandomGrayscale", "prob": 1.0},
+                                    {"type": "Normalize", "mean": list(mean), "std": list(std)}])
+    by_transform = always_grey(photo)[0].transpose(1, 2, 0)
+    np.testing.assert_allclose(grey, by_transform, atol=0.5 / 255 / min(std) + 1e-4)
+
+
+def test_grey_student_greys_that_share_of_samples_only(teacher_file: Path) -> None:
+    normalise = normalize()
+    images = torch.randn(400, 3, 2, 2)
+    none = Teacher({"model_path": str(teacher_file)}, LITE, torch.device("cpu"), normalise)
+    assert none.student_view(images) is images
+    teacher = Teacher({"model_path": str(teacher_file), "grey_student": 0.25}, LITE,
+                      torch.device("cpu"), normalise)
+    torch.manual_seed(0)
+    view = teacher.student_view(images)
+    greyed = (view != images).flatten(1).any(dim=1)
+    # Greyed samples hold three equal channels (mean and std are the same for all three here);
+    # the others are untouched; about a quarter are greyed (binomial, 400 draws: sd 0.022).
+    assert torch.allclose(view[greyed, 0], view[greyed, 1]) and \
+        torch.allclose(view[greyed, 1], view[greyed, 2])
+    assert torch.equal(view[~greyed], images[~greyed])
+    assert 0.17 < float(greyed.float().mean()) < 0.33
+
+
+def test_with_grey_student_the_teacher_sees_colour_and_the_student_grey(
+    tmp_path: Path, teacher_file: Path, one_thread: None, make_blob_dataset, blob_config,
+) -> None:
+    root = make_blob_dataset(tmp_path / "blobs", train=8, val=2, size=32)
+    cfg = yaml.safe_load(blob_config(root, iters=3, batch_size=2, learning_rate=0.01))
+    cfg["teacher"] = {"model_path": str(teacher_file), "grey_student": 1.0}
+    seen: list[tuple[bool, bool]] = []  # (training mode, input grey) per whole-model call
+
+    def record(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if type(module).__name__ == "PPHumanSegLite":
+            image = inputs[0]
+            grey = bool(torch.allclose(image[:, 0], image[:, 1], atol=1e-6)
+                        and torch.allclose(image[:, 1], image[:, 2], atol=1e-6))
+            seen.append((module.training, grey))
+
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        train(cfg, tmp_path / "run", seed=0, log_iters=1, progress=False)
+    finally:
+        hook.remove()
+    assert [grey for training, grey in seen if training] == [True] * 3  # the student, 3 steps
+    teacher_calls = [grey for training, grey in seen if not training]
+    assert teacher_calls and not any(teacher_calls)  # the frozen teacher: colour batches

@@ -368,7 +368,11 @@ def test_predict_region_options_reach_the_predictor(lite_model, tmp_path: Path, 
 
     from humanseg.cli import predict
     from humanseg.cli.options import predictor_from_args
-    from humanseg.ops import DEFAULT_MIN_REGION_FRAC
+    from humanseg.ops import (
+        DEFAULT_CONFIDENT_PEAK,
+        DEFAULT_MIN_REGION_AREA,
+        DEFAULT_MIN_REGION_FRAC,
+    )
 
     config, model_path, photos = lite_model
     argv = [str(photos / "wide.png"), "--config", str(config), "--model_path", str(model_path)]
@@ -381,13 +385,16 @@ def test_predict_region_options_reach_the_predictor(lite_model, tmp_path: Path, 
         return loaded[-1]
 
     monkeypatch.setattr(predict, "predictor_from_args", recording_predictor_from_args)
-    for number, (options, expected) in enumerate((
-            ([], (DEFAULT_MIN_REGION_FRAC, False)),
-            (["--min_region_frac", "0.3", "--main_subject"], (0.3, True)))):
+    defaults = (DEFAULT_MIN_REGION_FRAC, DEFAULT_MIN_REGION_AREA, DEFAULT_CONFIDENT_PEAK, False)
+    given = ["--min_region_frac", "0.3", "--min_region_area", "0.01", "--confident_peak", "0.8",
+             "--main_subject"]
+    for number, (options, expected) in enumerate((([], defaults),
+                                                  (given, (0.3, 0.01, 0.8, True)))):
         save_dir = ["--save_dir", str(tmp_path / f"options{number}")]
         assert predict.run(parser.parse_args([*argv, *options, *save_dir])) == 0
         region_filter = loaded[-1].predictor.region_filter
-        assert (region_filter.min_region_frac, region_filter.main_subject) == expected
+        assert (region_filter.min_region_frac, region_filter.min_region_area,
+                region_filter.confident_peak, region_filter.main_subject) == expected
         assert not region_filter.track_subject  # photos are not frames of one video
     assert main(["predict", *argv, "--main_subject", "--save_dir", str(tmp_path / "main")]) == 0
     label = cv2.imread(str(tmp_path / "main" / "label" / "wide.png"), cv2.IMREAD_UNCHANGED)

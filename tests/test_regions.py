@@ -43,6 +43,41 @@ def test_small_regions_are_dropped_and_soft_edges_of_kept_ones_stay() -> None:
     assert kept_regions(alpha, min_region_frac=0.0).subject.sum() == 120
 
 
+def test_min_region_area_is_relative_to_the_map_not_to_the_largest_region() -> None:
+    alpha = three_regions()  # 1600 px: 0.01 of the map = 16 px, 0.011 = 17.6 px
+    assert kept_regions(alpha, min_region_area=0.01).subject.sum() == 116  # only the 4 px speck
+    assert kept_regions(alpha, min_region_area=0.011).subject.sum() == 100
+    crowd = np.zeros((40, 40), np.float32)
+    crowd[2:6, 2:6] = crowd[2:6, 20:24] = crowd[30:34, 10:14] = 0.9  # three 16 px people
+    crowd[20:21, 30:31] = 0.6  # a 1 px speck
+    # relative to the largest (16 px) the speck is 1/16; relative to the map 1/1600
+    assert kept_regions(crowd, min_region_area=0.005).subject.sum() == 48  # 8 px: speck only
+    assert kept_regions(crowd, min_region_frac=0.1).subject.sum() == 48
+    # the two criteria add up: either one makes a region small
+    assert kept_regions(alpha, min_region_frac=0.2, min_region_area=0.001).subject.sum() == 100
+
+
+def test_confident_small_regions_stay_and_unsure_ones_go_with_their_soft_edges() -> None:
+    alpha = three_regions()  # small under 0.01 of the map (16 px): the 4 px speck only
+    alpha[25:29, 25:29] = 0.8
+    alpha[26, 26] = 0.95  # the 16 px region peaks at 0.95
+    # with min_region_area 0.011 (17.6 px) both the 16 px region (peak 0.95) and the 4 px speck
+    # (peak 0.7) are small; a peak above 0.9 is confident, so only the speck is dropped
+    regions = kept_regions(alpha, min_region_area=0.011, confident_peak=0.9)
+    assert regions.subject.sum() == 116 and regions.subject[25:29, 25:29].all()
+    cleaned = alpha * regions.allowed
+    np.testing.assert_array_equal(cleaned[4:16, 4:16], alpha[4:16, 4:16])  # soft ring: 0.3 stays
+    assert not cleaned[4:8, 29:33].any()  # the unsure speck and its soft ring are gone
+    np.testing.assert_allclose(np.unique(cleaned), [0.0, 0.3, 0.8, 0.9, 0.95])  # not binarised
+    # a peak equal to the threshold is not above it: dropped; 1 drops every small region
+    assert kept_regions(alpha, min_region_area=0.011, confident_peak=0.95).subject.sum() == 100
+    assert kept_regions(alpha, min_region_area=0.011, confident_peak=1.0).subject.sum() == 100
+    # 0.6 is below the speck's peak (0.7): both small regions count as confident
+    assert kept_regions(alpha, min_region_area=0.011, confident_peak=0.6).subject.sum() == 120
+    person = RegionFilter(min_region_area=0.011, confident_peak=0.9)(as_probabilities(alpha))[1]
+    np.testing.assert_allclose(person, cleaned, atol=1e-7)
+
+
 def test_band_never_revives_a_dropped_region_next_to_a_kept_one() -> None:
     alpha = np.zeros((100, 100), np.float32)
     alpha[10:60, 10:60] = 0.9
@@ -70,6 +105,10 @@ def test_no_person_and_bad_options() -> None:
     assert not regions.allowed.any() and not regions.subject.any()
     with pytest.raises(HumanSegError, match="min_region_frac must lie in"):
         RegionFilter(1.5)
+    with pytest.raises(HumanSegError, match="min_region_area must lie in"):
+        RegionFilter(min_region_area=-0.1)
+    with pytest.raises(HumanSegError, match="confident_peak must lie in"):
+        kept_regions(three_regions(), confident_peak=2.0)
     with pytest.raises(HumanSegError, match=r"must have shape \[H, W\]"):
         kept_regions(np.zeros((2, 5, 5)), 0.1)
 

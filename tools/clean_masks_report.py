@@ -36,7 +36,7 @@ from humanseg.deploy.api import build_predictor
 from humanseg.engine.predict import Prediction
 from humanseg.io import atomic_path
 from humanseg.metrics import SegMetrics
-from humanseg.ops import DEFAULT_MIN_REGION_FRAC, RegionFilter
+from humanseg.ops import RegionFilter
 from humanseg.weights import resolve_paths
 
 VAL_CONFIG = "configs/portrait/pp_humanseg_lite_portrait_192x192_scl.yml"
@@ -174,8 +174,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/figures"), help="PNG folder")
     parser.add_argument("--save_dir", type=Path, default=Path("output/portrait"),
                         help="where clean_masks.json and clean_masks.md go")
-    parser.add_argument("--example_frac", type=float, default=DEFAULT_MIN_REGION_FRAC,
-                        help="the min_region_frac the example figure shows")
+    parser.add_argument("--example_frac", type=float, default=0.02,
+                        help="the min_region_frac the example figure shows (0.02: the default "
+                        "cleaning until 2026-12-02)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     config_path, model_path = resolve_paths(args.config, args.model_path)

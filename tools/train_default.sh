@@ -6,6 +6,9 @@
 #   tools/train_default.sh convert    # PaddleSeg's released Lite (../shared/models ONNX) -> .pt
 #   tools/train_default.sh finetune   # the shipped model: released weights fine-tuned at 192x192
 #   tools/train_default.sh ship       # copy the fine-tuned model + config into src/humanseg/weights
+#   tools/train_default.sh finetune_grey_colour  # runs 5-8 (docs/model_zoo.md): grey samples
+#                                     # (25% or 10%) with a colour teacher, paper SC or `unmatched:
+#                                     # soft`, two at a time -> output/portrait/finetune192_grey*_colour_teacher*
 #
 # The from-scratch recipe (no inherited weights; shipped until 2026-12-01, docs/model_zoo.md):
 #   tools/train_default.sh default    # main run (CE + SC loss), 1000 iters -> output/portrait/default
@@ -48,6 +51,7 @@ RELEASED_ONNX=../shared/models/pp_humanseg_lite_portrait_398x224.onnx
 RELEASED=output/released/pp_humanseg_lite_portrait_398x224.pt
 FINETUNE_DIR=output/portrait/finetune192
 FINETUNE_ITERS=1200
+CONFIG_GREY_COLOUR=configs/portrait/pp_humanseg_lite_portrait_192x192_released_finetune_
 DEFAULT_DIR=output/portrait/default
 ABLATION_DIR=output/portrait/ablation
 DEFAULT_ITERS=1000
@@ -85,6 +89,21 @@ finetune() {
     "$PY" train.py --config "$CONFIG_FINETUNE" --save_dir "$FINETUNE_DIR" --seed 1 \
         --iters "$FINETUNE_ITERS" --save_interval 200 --precision bf16 --num_workers 1 \
         --log_iters 10 --keep_checkpoint_max 0
+}
+
+finetune_grey_colour() {
+    # The shipped recipe with `teacher.grey_student` 0.25 or 0.1 (RandomGrayscale left out), each
+    # with the paper's SC loss and with `unmatched: soft`; the two SC variants side by side.
+    for share in grey grey10; do
+        for variant in "" _soft; do
+            run=${share}_colour_teacher$variant
+            "$PY" train.py --config "$CONFIG_GREY_COLOUR$run.yml" --save_dir "${FINETUNE_DIR}_$run" \
+                --seed 1 --iters "$FINETUNE_ITERS" --save_interval 200 --precision bf16 \
+                --num_workers 1 --log_iters 10 --keep_checkpoint_max 0 \
+                > "${FINETUNE_DIR}_$run.log" 2>&1 &
+        done
+        wait
+    done
 }
 
 ship() {
@@ -161,7 +180,7 @@ unmatched_report() {
 
 stage=${1:-all}
 case "$stage" in
-    prepare | convert | finetune | ship | default | stage2 | stage3 | stage4 | stage5 | stage6 | stage6b | soup | ship_scratch | ablation | report | unmatched | unmatched_report) "$stage" ;;
+    prepare | convert | finetune | finetune_grey_colour | ship | default | stage2 | stage3 | stage4 | stage5 | stage6 | stage6b | soup | ship_scratch | ablation | report | unmatched | unmatched_report) "$stage" ;;
     all) prepare && convert && finetune && ship ;;
-    *) echo "usage: $0 [prepare|convert|finetune|ship|default|stage2|stage3|stage4|stage5|stage6|stage6b|soup|ship_scratch|ablation|report|unmatched|unmatched_report|all]" >&2; exit 2 ;;
+    *) echo "usage: $0 [prepare|convert|finetune|finetune_grey_colour|ship|default|stage2|stage3|stage4|stage5|stage6|stage6b|soup|ship_scratch|ablation|report|unmatched|unmatched_report|all]" >&2; exit 2 ;;
 esac

@@ -7,7 +7,11 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from humanseg.engine.runtime import BACKENDS, DEVICES, PRECISIONS
-from humanseg.ops.regions import DEFAULT_MIN_REGION_FRAC
+from humanseg.ops.regions import (
+    DEFAULT_CONFIDENT_PEAK,
+    DEFAULT_MIN_REGION_AREA,
+    DEFAULT_MIN_REGION_FRAC,
+)
 from humanseg.weights import resolve_paths
 
 if TYPE_CHECKING:
@@ -56,8 +60,25 @@ def add_regions(parser: argparse.ArgumentParser) -> None:
         help="drop person regions smaller than this fraction of the largest "
         f"(default {DEFAULT_MIN_REGION_FRAC}; 0 keeps every region)",
     )
+    parser.add_argument(
+        "--min_region_area", type=float, default=DEFAULT_MIN_REGION_AREA,
+        help="also drop person regions smaller than this fraction of the network's output map "
+        f"(0.001: 37 of the packaged model's 192 x 192 pixels; default {DEFAULT_MIN_REGION_AREA:g}"
+        ": off); with --min_region_frac 0 it spares the small people of a crowd",
+    )
+    parser.add_argument(
+        "--confident_peak", type=float, default=DEFAULT_CONFIDENT_PEAK,
+        help="keep a small region anyway when its peak person probability exceeds this "
+        f"(default {DEFAULT_CONFIDENT_PEAK:g}: every small region is dropped)",
+    )
     parser.add_argument("--main_subject", action="store_true",
                         help="keep only the main person region (in video: the one followed)")
+
+
+def region_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options `add_regions` declared, as `load_predictor`'s keyword arguments."""
+    return {name: getattr(args, name) for name in
+            ("min_region_frac", "min_region_area", "confident_peak", "main_subject")}
 
 
 def predictor_from_args(args: argparse.Namespace, **options: Any) -> Segmenter:

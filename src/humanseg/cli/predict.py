@@ -16,6 +16,7 @@ from humanseg.cli.options import (
     add_precision,
     add_regions,
     predictor_from_args,
+    region_options,
 )
 from humanseg.deploy.outputs import (
     OUTPUT_DIRS,
@@ -57,8 +58,7 @@ def run(args: argparse.Namespace) -> int:
     for folder in (save_dir, *(save_dir / name for name in OUTPUT_DIRS)):
         check_output_path(folder, folder=True)  # before the model loads: fail at once
     segmenter = predictor_from_args(args, device=args.device, precision=args.precision,
-                                    min_region_frac=args.min_region_frac,
-                                    main_subject=args.main_subject)
+                                    **region_options(args))
     failed = 0
     for path, name in tqdm(list(zip(paths, output_names(paths), strict=True)), desc="predict",
                            unit="img", disable=len(paths) < 2):

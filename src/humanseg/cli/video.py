@@ -15,6 +15,7 @@ from humanseg.cli.options import (
     add_model,
     add_regions,
     predictor_from_args,
+    region_options,
 )
 from humanseg.deploy.compose import parse_background, person_probability
 from humanseg.deploy.video import (
@@ -70,9 +71,7 @@ def run(args: argparse.Namespace) -> int:
     restore_threads = set_torch_threads(args.threads) if args.backend == "torch" else None
     try:
         predictor = predictor_from_args(args, device=args.device,
-                                        min_region_frac=args.min_region_frac,
-                                        main_subject=args.main_subject,
-                                        track_subject=True).predictor
+                                        track_subject=True, **region_options(args)).predictor
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not is_camera(args.input) else 0
         if args.max_frames is not None and total > 0:
             total = min(total, args.max_frames)

@@ -32,7 +32,12 @@ from humanseg.engine.runtime import (
 )
 from humanseg.errors import HumanSegError
 from humanseg.io import read_image
-from humanseg.ops.regions import DEFAULT_MIN_REGION_FRAC, RegionFilter
+from humanseg.ops.regions import (
+    DEFAULT_CONFIDENT_PEAK,
+    DEFAULT_MIN_REGION_AREA,
+    DEFAULT_MIN_REGION_FRAC,
+    RegionFilter,
+)
 from humanseg.weights import default_paths
 
 PACKAGED_MODEL = "default"  # `model=` name of the model shipped in the package
@@ -168,7 +173,9 @@ def load_predictor(model: str | os.PathLike = PACKAGED_MODEL,
                    config: str | os.PathLike | None = None, backend: str = "torch",
                    device: str = "cpu", precision: str = "fp32",
                    min_region_frac: float = DEFAULT_MIN_REGION_FRAC, main_subject: bool = False,
-                   track_subject: bool = False) -> Segmenter:
+                   track_subject: bool = False,
+                   min_region_area: float = DEFAULT_MIN_REGION_AREA,
+                   confident_peak: float = DEFAULT_CONFIDENT_PEAK) -> Segmenter:
     """Load a model for segmenting photos.
 
     Args:
@@ -182,6 +189,10 @@ def load_predictor(model: str | os.PathLike = PACKAGED_MODEL,
             every region).
         main_subject: keep only the main person region.
         track_subject: follow the main subject from call to call (video frames).
+        min_region_area: also drop person regions smaller than this fraction of the network's
+            output map (0: off).
+        confident_peak: keep a small region anyway when its peak person probability exceeds
+            this (1: every small region is dropped).
     """
     _check_choice("device", device, DEVICES)
     _check_choice("precision", precision, PRECISIONS)
@@ -194,7 +205,8 @@ def load_predictor(model: str | os.PathLike = PACKAGED_MODEL,
         raise HumanSegError(f"model={str(model)!r}: give config= too (the model's YAML)")
     else:
         config_path, model_path = Path(config), Path(model)
-    region_filter = RegionFilter(min_region_frac, main_subject, track_subject=track_subject)
+    region_filter = RegionFilter(min_region_frac, main_subject, track_subject=track_subject,
+                                 min_region_area=min_region_area, confident_peak=confident_peak)
     return Segmenter(build_predictor(config_path, model_path, backend, device, precision,
                                      region_filter))
 

@@ -16,6 +16,13 @@ can while still predicting what the teacher predicts elsewhere.
       skip_grey: false               # leave grey-scale samples (three equal channels) out of the
                                      # term: a colour-trained teacher is poor on them, and grey
                                      # augmentation is there to do better than it
+      grey_student: 0.0              # share of samples the student sees in grey while the teacher
+                                     # sees the colour original: a grey photo is taught the
+                                     # teacher's colour-quality answer, not its grey mistakes
+
+`grey_student` greys whole samples of the normalised batch (BT.601 luma, as RandomGrayscale),
+undoing and redoing the train transforms' `Normalize`; it is the same as a RandomGrayscale placed
+after every colour transform (blur and flips commute with it).
 """
 
 from __future__ import annotations
@@ -26,12 +33,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from humanseg.data.inference import Normalize
 from humanseg.errors import HumanSegError
 from humanseg.registry import check_keys
 
 TEACHER_KEYS = frozenset(
-    {"model_path", "model", "coef", "temperature", "flip", "input_size", "skip_grey"})
+    {"model_path", "model", "coef", "temperature", "flip", "input_size", "skip_grey",
+     "grey_student"})
 TERM_NAME = "Distillation"
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # BT.601, the weights of RandomGrayscale (albumentations)
 
 
 def _positive_number(spec: Mapping[str, Any], key: str, default: float) -> float:
@@ -49,10 +59,11 @@ class Teacher:
         spec: the config's `teacher` section (keys in the module docstring).
         student_model: the student's `model` section, used when the teacher names none.
         device: where the teacher runs (the student's device).
+        normalisation: the train transforms' `Normalize` (needed by `grey_student` only).
     """
 
     def __init__(self, spec: Mapping[str, Any], student_model: Mapping[str, Any],
-                 device: torch.device) -> None:
+                 device: torch.device, normalisation: Normalize | None = None) -> None:
         from humanseg.models import build_model, load_model_file, without_pretrained
 
         if not isinstance(spec, Mapping):
@@ -64,6 +75,15 @@ class Teacher:
         self.temperature = _positive_number(spec, "temperature", 1.0)
         self.flip = bool(spec.get("flip", False))
         self.skip_grey = bool(spec.get("skip_grey", False))
+        self.grey_student = spec.get("grey_student", 0.0)
+        if isinstance(self.grey_student, bool) or not isinstance(self.grey_student, (int, float)) \
+                or not 0.0 <= self.grey_student <= 1.0:
+            raise HumanSegError(f"teacher.grey_student: must be a number in [0, 1], "
+                                f"got {self.grey_student!r}")
+        if self.grey_student > 0 and normalisation is None:
+            raise HumanSegError("teacher.grey_student: the train transforms need a Normalize "
+                                "to grey normalised samples")
+        self.normalisation = normalisation
         size = spec.get("input_size")
         if size is not None and (not isinstance(size, (list, tuple)) or len(size) != 2
                                  or not all(isinstance(v, int) and v > 0 for v in size)):
@@ -72,6 +92,18 @@ class Teacher:
         self.model = build_model(without_pretrained(spec.get("model") or student_model))
         load_model_file(self.model, spec["model_path"])
         self.model.to(device).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def student_view(self, images: torch.Tensor) -> torch.Tensor:
+        """The normalised batch [N, 3, H, W] with a random `grey_student` share of its samples
+        in grey (torch's seeded generator); the batch itself when the share is 0."""
+        if self.grey_student <= 0:
+            return images
+        grey = torch.rand(images.shape[0], device=images.device) < self.grey_student
+        if not grey.any():
+            return images
+        return torch.where(grey[:, None, None, None], grey_normalised(images, self.normalisation),
+                           images)
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
@@ -102,3 +134,25 @@ class Teacher:
         mask = valid.to(per_pixel.dtype)
         mean = (per_pixel * mask).sum() / mask.sum().clamp_min(1.0)
         return self.temperature**2 * mean
+
+
+def grey_normalised(images: torch.Tensor, normalisation: Normalize) -> torch.Tensor:
+    """The grey version (BT.601 luma in all three channels) of normalised images [N, 3, H, W]:
+    back to pixel values, luma, normalised again with the same per-channel mean and std."""
+    mean = torch.as_tensor(normalisation.mean, dtype=images.dtype, device=images.device)
+    scale = torch.as_tensor(normalisation.inverse_std, dtype=images.dtype, device=images.device)
+    weights = torch.as_tensor(LUMA_WEIGHTS, dtype=images.dtype, device=images.device)
+    pixels = images / scale[:, None, None] + mean[:, None, None]
+    luma = (pixels * weights[:, None, None]).sum(dim=1, keepdim=True)
+    return (luma - mean[:, None, None]) * scale[:, None, None]
+
+
+def train_normalisation(transforms: Any) -> Normalize | None:
+    """The `Normalize` of a train transform list (the last one), or None when it has none."""
+    from humanseg.data.inference import normalize
+
+    specs = [spec for spec in transforms or [] if isinstance(spec, Mapping)
+             and spec.get("type") == "Normalize"]
+    if not specs:
+        return None
+    return normalize(**{key: value for key, value in specs[-1].items() if key != "type"})

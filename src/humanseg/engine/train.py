@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from humanseg.engine import checkpoint
 from humanseg.engine.distill import TERM_NAME as TEACHER_TERM
-from humanseg.engine.distill import Teacher
+from humanseg.engine.distill import Teacher, train_normalisation
 from humanseg.engine.distributed import (
     DistContext,
     broadcast_object,
@@ -136,10 +136,13 @@ class _Trainer:
             load_model_file(self.model, resume_dir / checkpoint.MODEL_FILE)
         self.model.to(self.device).train()
         self.loss = build_loss_from_config(cfg["loss"]).to(self.device)
-        self.teacher = Teacher(cfg["teacher"], cfg["model"], self.device) if "teacher" in cfg \
-            else None
         self.ignore_index = int(cfg["train_dataset"].get("ignore_index", 255))
         self.train_dataset = build_dataset(cfg["train_dataset"], ("train_dataset",))
+        # After the dataset, whose build has checked the transforms (Normalize among them).
+        self.teacher = Teacher(
+            cfg["teacher"], cfg["model"], self.device,
+            train_normalisation(cfg["train_dataset"].get("transforms")),
+        ) if "teacher" in cfg else None
         self.val_dataset = (build_dataset(cfg["val_dataset"], ("val_dataset",)) if opts.do_eval
                             else None)
 
@@ -192,8 +195,10 @@ class _Trainer:
 
     def _step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """One optimisation step; returns the loss terms (detached) and the total."""
+        # The teacher sees `images`; with `teacher.grey_student` the student sees some in grey.
+        student_images = images if self.teacher is None else self.teacher.student_view(images)
         with autocast(self.device, self.opts.precision):
-            logits = self.network(images)
+            logits = self.network(student_images)
         total, terms = self.loss(logits.float(), labels)
         if self.teacher is not None:
             terms[TEACHER_TERM] = self.teacher.loss(logits, images, labels != self.ignore_index)

@@ -4,10 +4,19 @@ semantic connectivity computation behind the SC loss and the metric; it needs to
 imported on its own."""
 
 from humanseg.ops.ccl import CONNECTIVITIES, ComponentLabels, label_components
-from humanseg.ops.regions import DEFAULT_MIN_REGION_FRAC, KeptRegions, RegionFilter, kept_regions
+from humanseg.ops.regions import (
+    DEFAULT_CONFIDENT_PEAK,
+    DEFAULT_MIN_REGION_AREA,
+    DEFAULT_MIN_REGION_FRAC,
+    KeptRegions,
+    RegionFilter,
+    kept_regions,
+)
 
 __all__ = [
     "CONNECTIVITIES",
+    "DEFAULT_CONFIDENT_PEAK",
+    "DEFAULT_MIN_REGION_AREA",
     "DEFAULT_MIN_REGION_FRAC",
     "ComponentLabels",
     "KeptRegions",

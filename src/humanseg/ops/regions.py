@@ -1,6 +1,9 @@
 """Clean person masks at inference: drop small or secondary person regions, keep soft edges.
 
-Regions are the 8-connected components of the thresholded person alpha. The alpha is not
+Regions are the 8-connected components of the thresholded person alpha. A region is small when
+its area is below `min_region_frac` of the largest region's or below `min_region_area` of the map's
+(the network's output map in `Predictor`); a small region is dropped unless its peak person
+probability exceeds `confident_peak` (1: every small region is dropped). The alpha is not
 binarised: outside the kept regions it is zeroed, except for a thin band around them (a small
 dilation of the kept set) where the soft edge values of the kept person stay as they were.
 """
@@ -15,7 +18,10 @@ import numpy as np
 from humanseg.errors import HumanSegError
 
 EDGE_FRACTION = 0.01  # soft band kept around a kept region, as a fraction of the longer side
-DEFAULT_MIN_REGION_FRAC = 0.02  # predict / video default, measured in docs/results.md
+# predict / video defaults, measured in docs/results.md (with the rules chosen on training photos)
+DEFAULT_MIN_REGION_FRAC = 0.02
+DEFAULT_MIN_REGION_AREA = 0.0
+DEFAULT_CONFIDENT_PEAK = 1.0
 
 
 @dataclass(frozen=True)
@@ -28,10 +34,13 @@ class KeptRegions:
     """[H, W] bool: the kept regions (thresholded); the next frame's `previous_subject`."""
 
 
-def check_region_options(min_region_frac: float) -> None:
-    """Refuse a `min_region_frac` outside [0, 1] with a one-line error."""
-    if not 0.0 <= min_region_frac <= 1.0:
-        raise HumanSegError(f"min_region_frac must lie in [0, 1], got {min_region_frac}")
+def check_region_options(min_region_frac: float, min_region_area: float = 0.0,
+                         confident_peak: float = 1.0) -> None:
+    """Refuse an option outside [0, 1] with a one-line error naming it."""
+    for name, value in (("min_region_frac", min_region_frac),
+                        ("min_region_area", min_region_area), ("confident_peak", confident_peak)):
+        if not 0.0 <= value <= 1.0:
+            raise HumanSegError(f"{name} must lie in [0, 1], got {value}")
 
 
 def kept_regions(
@@ -40,14 +49,17 @@ def kept_regions(
     main_subject: bool = False,
     previous_subject: np.ndarray | None = None,
     threshold: float = 0.5,
+    min_region_area: float = 0.0,
+    confident_peak: float = 1.0,
 ) -> KeptRegions:
     """Choose the person regions of `alpha` [H, W] (person probability) to keep.
 
-    Regions smaller than `min_region_frac` of the largest are dropped. With `main_subject`
+    Small regions (under `min_region_frac` of the largest or `min_region_area` of the map) are
+    dropped unless their peak probability exceeds `confident_peak`. With `main_subject`
     only one region stays: the one overlapping `previous_subject` most (a video's previous
     frame, so the subject does not swap to a larger passer-by), else the largest.
     """
-    check_region_options(min_region_frac)
+    check_region_options(min_region_frac, min_region_area, confident_peak)
     if alpha.ndim != 2:
         raise HumanSegError(f"person alpha must have shape [H, W], got {tuple(alpha.shape)}")
     person = (alpha > threshold).astype(np.uint8)
@@ -56,7 +68,12 @@ def kept_regions(
     if count <= 1:
         empty = np.zeros(alpha.shape, dtype=bool)
         return KeptRegions(allowed=empty, subject=empty)
-    keep = areas >= min_region_frac * areas.max()
+    small = (areas < min_region_frac * areas.max()) | (areas < min_region_area * alpha.size)
+    if confident_peak < 1.0 and small.any():
+        peaks = np.zeros(count, alpha.dtype)
+        np.maximum.at(peaks, ids.ravel(), alpha.ravel())
+        small &= peaks[1:] <= confident_peak
+    keep = ~small
     if main_subject:
         choice = int(np.argmax(areas))
         if previous_subject is not None and previous_subject.shape == alpha.shape:
@@ -80,17 +97,23 @@ class RegionFilter:
     With `track_subject` (video) the main subject of one call is remembered for the next.
 
     Args:
-        min_region_frac: drop person regions smaller than this fraction of the largest.
+        min_region_frac: person regions smaller than this fraction of the largest are small.
         main_subject: keep only the main person region.
         track_subject: follow the main subject from call to call (frames of one video).
+        min_region_area: person regions smaller than this fraction of the map are small.
+        confident_peak: a small region whose peak person probability exceeds this is kept;
+            the other small regions are dropped (1: all of them).
     """
 
     def __init__(
-        self, min_region_frac: float = 0.0, main_subject: bool = False, track_subject: bool = False
+        self, min_region_frac: float = 0.0, main_subject: bool = False, track_subject: bool = False,
+        min_region_area: float = 0.0, confident_peak: float = 1.0,
     ) -> None:
         """Check and keep the options; no subject seen yet."""
-        check_region_options(min_region_frac)
+        check_region_options(min_region_frac, min_region_area, confident_peak)
         self.min_region_frac = float(min_region_frac)
+        self.min_region_area = float(min_region_area)
+        self.confident_peak = float(confident_peak)
         self.main_subject = bool(main_subject)
         self.track_subject = bool(track_subject)
         self.previous_subject: np.ndarray | None = None
@@ -98,7 +121,7 @@ class RegionFilter:
     @property
     def active(self) -> bool:
         """Whether the filter changes anything at all."""
-        return self.main_subject or self.min_region_frac > 0
+        return self.main_subject or self.min_region_frac > 0 or self.min_region_area > 0
 
     def __call__(self, probabilities: np.ndarray) -> np.ndarray:
         """The probabilities with dropped person regions moved to the background."""
@@ -107,6 +130,7 @@ class RegionFilter:
         regions = kept_regions(
             1.0 - probabilities[0], self.min_region_frac, self.main_subject,
             self.previous_subject if self.track_subject else None,
+            min_region_area=self.min_region_area, confident_peak=self.confident_peak,
         )
         if self.track_subject:
             self.previous_subject = regions.subject
