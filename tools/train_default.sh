@@ -4,11 +4,13 @@
 #
 #   tools/train_default.sh prepare    # COCO person labels -> dataset/COCO_person
 #   tools/train_default.sh convert    # PaddleSeg's released Lite (../shared/models ONNX) -> .pt
-#   tools/train_default.sh finetune   # the shipped model: released weights fine-tuned at 192x192
-#   tools/train_default.sh ship       # copy the fine-tuned model + config into src/humanseg/weights
+#   tools/train_default.sh finetune   # the first fine-tuning run (shipped 2026-12-01/02), 192x192
 #   tools/train_default.sh finetune_grey_colour  # runs 5-8 (docs/model_zoo.md): grey samples
 #                                     # (25% or 10%) with a colour teacher, paper SC or `unmatched:
 #                                     # soft`, two at a time -> output/portrait/finetune192_grey*_colour_teacher*
+#   tools/train_default.sh soup_grey  # the shipped model: the average of runs 5 and 8
+#                                     # -> output/portrait/soup_grey_colour/model.pt
+#   tools/train_default.sh ship       # copy that model + config into src/humanseg/weights
 #
 # The from-scratch recipe (no inherited weights; shipped until 2026-12-01, docs/model_zoo.md):
 #   tools/train_default.sh default    # main run (CE + SC loss), 1000 iters -> output/portrait/default
@@ -50,6 +52,7 @@ CONFIG_RELEASED=configs/pp_humanseg/pp_humanseg_lite_portrait_398x224.yml
 RELEASED_ONNX=../shared/models/pp_humanseg_lite_portrait_398x224.onnx
 RELEASED=output/released/pp_humanseg_lite_portrait_398x224.pt
 FINETUNE_DIR=output/portrait/finetune192
+SOUP_GREY=output/portrait/soup_grey_colour/model.pt
 FINETUNE_ITERS=1200
 CONFIG_GREY_COLOUR=configs/portrait/pp_humanseg_lite_portrait_192x192_released_finetune_
 DEFAULT_DIR=output/portrait/default
@@ -106,8 +109,16 @@ finetune_grey_colour() {
     done
 }
 
+soup_grey() {
+    # Uniform average of run 5 (25% grey, paper SC) and run 8 (10% grey, SC `unmatched: soft`):
+    # same start (the released weights), same seed and schedule, different grey share and SC term.
+    "$PY" tools/average_weights.py --config "$CONFIG_256" --out "$SOUP_GREY" \
+        "${FINETUNE_DIR}_grey_colour_teacher/iter_$FINETUNE_ITERS/model.pt" \
+        "${FINETUNE_DIR}_grey10_colour_teacher_soft/iter_$FINETUNE_ITERS/model.pt"
+}
+
 ship() {
-    install -m 644 "$FINETUNE_DIR/iter_$FINETUNE_ITERS/model.pt" src/humanseg/weights/default.pt
+    install -m 644 "$SOUP_GREY" src/humanseg/weights/default.pt
     install -m 644 "$CONFIG_256" src/humanseg/weights/default.yml
 }
 
@@ -180,7 +191,7 @@ unmatched_report() {
 
 stage=${1:-all}
 case "$stage" in
-    prepare | convert | finetune | finetune_grey_colour | ship | default | stage2 | stage3 | stage4 | stage5 | stage6 | stage6b | soup | ship_scratch | ablation | report | unmatched | unmatched_report) "$stage" ;;
-    all) prepare && convert && finetune && ship ;;
-    *) echo "usage: $0 [prepare|convert|finetune|finetune_grey_colour|ship|default|stage2|stage3|stage4|stage5|stage6|stage6b|soup|ship_scratch|ablation|report|unmatched|unmatched_report|all]" >&2; exit 2 ;;
+    prepare | convert | finetune | finetune_grey_colour | soup_grey | ship | default | stage2 | stage3 | stage4 | stage5 | stage6 | stage6b | soup | ship_scratch | ablation | report | unmatched | unmatched_report) "$stage" ;;
+    all) prepare && convert && finetune_grey_colour && soup_grey && ship ;;
+    *) echo "usage: $0 [prepare|convert|finetune|finetune_grey_colour|soup_grey|ship|default|stage2|stage3|stage4|stage5|stage6|stage6b|soup|ship_scratch|ablation|report|unmatched|unmatched_report|all]" >&2; exit 2 ;;
 esac
