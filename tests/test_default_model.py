@@ -81,10 +81,9 @@ def test_predict_verb_segments_a_held_out_portrait(tmp_path: Path) -> None:
 @needs_data
 def test_grey_photos_score_within_a_few_points_of_their_colour_versions() -> None:
     """Black-and-white photos: the same held-out portraits in grey (BT.601 luma in every channel)
-    lose at most 9 points of mean person IoU. Measured: 0.844 -> 0.774 (the model shipped
-    before, without the colour teacher for grey samples: 0.841 -> 0.741; the one before that,
-    trained before RandomGrayscale: 0.848 -> 0.632); the issue's "a few points" is not reached
-    yet (docs/model_zoo.md)."""
+    lose at most 6 points of mean person IoU. Measured: 0.836 -> 0.794, 4.2 points (models
+    shipped before: 0.844 -> 0.774 with grey samples taught by a colour teacher, 0.841 -> 0.741
+    without it, 0.848 -> 0.632 before RandomGrayscale; docs/model_zoo.md)."""
     predictor = packaged_predictor()
     colour, grey = [], []
     for path in held_out_portraits(100):
@@ -95,4 +94,4 @@ def test_grey_photos_score_within_a_few_points_of_their_colour_versions() -> Non
         colour.append(person_iou(predictor.predict(image).argmax(axis=0), label))
         grey.append(person_iou(predictor.predict(grey_image).argmax(axis=0), label))
     assert len(colour) > 25
-    assert np.mean(grey) >= np.mean(colour) - 0.09, (np.mean(colour), np.mean(grey))
+    assert np.mean(grey) >= np.mean(colour) - 0.06, (np.mean(colour), np.mean(grey))

@@ -8,8 +8,11 @@
 #   tools/train_default.sh finetune_grey_colour  # runs 5-8 (docs/model_zoo.md): grey samples
 #                                     # (25% or 10%) with a colour teacher, paper SC or `unmatched:
 #                                     # soft`, two at a time -> output/portrait/finetune192_grey*_colour_teacher*
-#   tools/train_default.sh soup_grey  # the shipped model: the average of runs 5 and 8
+#   tools/train_default.sh soup_grey  # the average of runs 5 and 8 (shipped 03:00-03:30 UTC)
 #                                     # -> output/portrait/soup_grey_colour/model.pt
+#   tools/train_default.sh finetune_grey_more  # the shipped model: run 9, 600 more iterations from
+#                                     # that average, 40% grey samples with the colour teacher
+#                                     # -> output/portrait/finetune192_grey_more
 #   tools/train_default.sh ship       # copy that model + config into src/humanseg/weights
 #
 # The from-scratch recipe (no inherited weights; shipped until 2026-12-01, docs/model_zoo.md):
@@ -53,6 +56,8 @@ RELEASED_ONNX=../shared/models/pp_humanseg_lite_portrait_398x224.onnx
 RELEASED=output/released/pp_humanseg_lite_portrait_398x224.pt
 FINETUNE_DIR=output/portrait/finetune192
 SOUP_GREY=output/portrait/soup_grey_colour/model.pt
+GREY_MORE_DIR=output/portrait/finetune192_grey_more
+GREY_MORE_ITERS=600
 FINETUNE_ITERS=1200
 CONFIG_GREY_COLOUR=configs/portrait/pp_humanseg_lite_portrait_192x192_released_finetune_
 DEFAULT_DIR=output/portrait/default
@@ -117,8 +122,16 @@ soup_grey() {
         "${FINETUNE_DIR}_grey10_colour_teacher_soft/iter_$FINETUNE_ITERS/model.pt"
 }
 
+finetune_grey_more() {
+    # Run 9: from the runs-5-and-8 average, 40% grey samples taught by the colour teacher, a third
+    # of the peak learning rate, 600 iterations.
+    "$PY" train.py --config "${CONFIG_GREY_COLOUR}grey_colour_teacher_from_soup.yml" \
+        --save_dir "$GREY_MORE_DIR" --seed 1 --iters "$GREY_MORE_ITERS" --save_interval 200 \
+        --precision bf16 --num_workers 1 --log_iters 10 --keep_checkpoint_max 0
+}
+
 ship() {
-    install -m 644 "$SOUP_GREY" src/humanseg/weights/default.pt
+    install -m 644 "$GREY_MORE_DIR/iter_$GREY_MORE_ITERS/model.pt" src/humanseg/weights/default.pt
     install -m 644 "$CONFIG_256" src/humanseg/weights/default.yml
 }
 
@@ -191,7 +204,7 @@ unmatched_report() {
 
 stage=${1:-all}
 case "$stage" in
-    prepare | convert | finetune | finetune_grey_colour | soup_grey | ship | default | stage2 | stage3 | stage4 | stage5 | stage6 | stage6b | soup | ship_scratch | ablation | report | unmatched | unmatched_report) "$stage" ;;
-    all) prepare && convert && finetune_grey_colour && soup_grey && ship ;;
-    *) echo "usage: $0 [prepare|convert|finetune|finetune_grey_colour|soup_grey|ship|default|stage2|stage3|stage4|stage5|stage6|stage6b|soup|ship_scratch|ablation|report|unmatched|unmatched_report|all]" >&2; exit 2 ;;
+    prepare | convert | finetune | finetune_grey_colour | soup_grey | finetune_grey_more | ship | default | stage2 | stage3 | stage4 | stage5 | stage6 | stage6b | soup | ship_scratch | ablation | report | unmatched | unmatched_report) "$stage" ;;
+    all) prepare && convert && finetune_grey_colour && soup_grey && finetune_grey_more && ship ;;
+    *) echo "usage: $0 [prepare|convert|finetune|finetune_grey_colour|soup_grey|finetune_grey_more|ship|default|stage2|stage3|stage4|stage5|stage6|stage6b|soup|ship_scratch|ablation|report|unmatched|unmatched_report|all]" >&2; exit 2 ;;
 esac
