@@ -8,7 +8,7 @@
 #   tools/train_default.sh finetune_grey_colour  # runs 5-8 (docs/model_zoo.md): grey samples
 #                                     # (25% or 10%) with a colour teacher, paper SC or `unmatched:
 #                                     # soft`, two at a time -> output/portrait/finetune192_grey*_colour_teacher*
-#   tools/train_default.sh soup_grey  # the average of runs 5 and 8 (shipped 03:00-03:30 UTC)
+#   tools/train_default.sh soup_grey  # the average of runs 5 and 8 (shipped 03:00-03:25 UTC)
 #                                     # -> output/portrait/soup_grey_colour/model.pt
 #   tools/train_default.sh finetune_grey_more  # the shipped model: run 9, 600 more iterations from
 #                                     # that average, 40% grey samples with the colour teacher
