@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -101,12 +102,25 @@ def test_bad_teacher_sections_name_the_key(spec: dict, message: str) -> None:
         Teacher(spec, LITE, torch.device("cpu"))
 
 
-def test_training_with_a_teacher_logs_the_distillation_term(
-    tmp_path: Path, teacher_file: Path, one_thread: None, make_blob_dataset, blob_config,
-) -> None:
+@pytest.fixture
+def teacher_config(tmp_path: Path, teacher_file: Path, make_blob_dataset,
+                   blob_config) -> Callable[..., dict]:
+    """`teacher_config(iters, **teacher_keys)`: a blob-dataset training config with a `teacher:`
+    section on `teacher_file`."""
     root = make_blob_dataset(tmp_path / "blobs", train=8, val=2, size=32)
-    cfg = yaml.safe_load(blob_config(root, iters=4, batch_size=2, learning_rate=0.01))
-    cfg["teacher"] = {"model_path": str(teacher_file), "coef": 0.5}
+
+    def config(iters: int, **teacher_keys: float) -> dict:
+        cfg = yaml.safe_load(blob_config(root, iters=iters, batch_size=2, learning_rate=0.01))
+        cfg["teacher"] = {"model_path": str(teacher_file), **teacher_keys}
+        return cfg
+
+    return config
+
+
+def test_training_with_a_teacher_logs_the_distillation_term(
+    tmp_path: Path, teacher_config: Callable[..., dict], one_thread: None,
+) -> None:
+    cfg = teacher_config(4, coef=0.5)
     result = train(cfg, tmp_path / "run", seed=0, log_iters=2, progress=False)
     logged = result.losses[-1]
     assert logged[TERM_NAME] > 0
@@ -170,11 +184,9 @@ def test_grey_student_greys_that_share_of_samples_only(teacher_file: Path) -> No
 
 
 def test_with_grey_student_the_teacher_sees_colour_and_the_student_grey(
-    tmp_path: Path, teacher_file: Path, one_thread: None, make_blob_dataset, blob_config,
+    tmp_path: Path, teacher_config: Callable[..., dict], one_thread: None,
 ) -> None:
-    root = make_blob_dataset(tmp_path / "blobs", train=8, val=2, size=32)
-    cfg = yaml.safe_load(blob_config(root, iters=3, batch_size=2, learning_rate=0.01))
-    cfg["teacher"] = {"model_path": str(teacher_file), "grey_student": 1.0}
+    cfg = teacher_config(3, grey_student=1.0)
     seen: list[tuple[bool, bool]] = []  # (training mode, input grey) per whole-model call
 
     def record(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
