@@ -10,10 +10,12 @@ interleaved so a shared machine's load falls on both alike. `--before_src` point
 folder of the code to compare with (e.g. a `git worktree` of the previous commit); its label PNGs
 are compared with the current code's, pixel by pixel.
 
-Backends: `torch` (the packaged model), `onnxruntime` with an ONNX file exported once by
-`humanseg export` (the same file for both versions), and, for the current code only,
-`onnxruntime-cached` (the packaged model with no --model_path: exported into the cache by the
-untimed run, loaded from there by the timed ones).
+Command lines: `default` (no backend option: the packaged model on each version's default
+backend, `auto` = onnxruntime with its shipped ONNX file now, torch before), `torch` (the packaged
+model, `--backend torch`), `onnxruntime` with an ONNX file exported once by `humanseg export` (the
+same file for both versions), and `onnxruntime-cached` (a copy of the packaged `.pt` and config,
+as a user's own model: exported into the cache by the untimed run, loaded from there by the timed
+ones).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_startup.py --photo one.jpg --before_src ../old/src
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -54,14 +57,20 @@ def timed_run(src: Path, argv: list[str], env: dict[str, str]) -> tuple[float, f
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024  # Linux: kilobytes
 
 
-def predict_argv(backend: str, photo: Path, onnx: Path, save_dir: Path) -> list[str]:
-    """The command line of one backend."""
+COMMANDS = ("default", "torch", "onnxruntime", "onnxruntime-cached")
+
+
+def predict_argv(command: str, photo: Path, work: Path, save_dir: Path) -> list[str]:
+    """One of the `COMMANDS` (its files in `work`)."""
     argv = ["predict", str(photo), "--save_dir", str(save_dir)]
-    if backend == "onnxruntime":
+    if command == "torch":
+        return [*argv, "--backend", "torch"]
+    if command == "onnxruntime":
         return [*argv, "--backend", "onnxruntime", "--config", str(DEFAULT_CONFIG),
-                "--model_path", str(onnx)]
-    if backend == "onnxruntime-cached":
-        return [*argv, "--backend", "onnxruntime"]
+                "--model_path", str(work / "default.onnx")]
+    if command == "onnxruntime-cached":
+        return [*argv, "--backend", "onnxruntime", "--config", str(work / "mine.yml"),
+                "--model_path", str(work / "mine.pt")]
     return argv
 
 
@@ -79,17 +88,18 @@ def main() -> None:
     versions = {"after": REPO / "src"}
     if args.before_src:
         versions["before"] = args.before_src.resolve()
-    onnx = work / "default.onnx"
-    subprocess.run([sys.executable, "-m", "humanseg.cli", "export", "--output", str(onnx)],
+    subprocess.run([sys.executable, "-m", "humanseg.cli", "export", "--output",
+                    str(work / "default.onnx")],
                    env={**env, "PYTHONPATH": str(REPO / "src")}, check=True,
                    stdout=subprocess.DEVNULL)
-    pairs = [(version, backend) for backend in ("torch", "onnxruntime", "onnxruntime-cached")
-             for version in versions if not (version == "before" and "cached" in backend)]
+    shutil.copyfile(DEFAULT_CONFIG, work / "mine.yml")
+    shutil.copyfile(DEFAULT_CONFIG.with_suffix(".pt"), work / "mine.pt")
+    pairs = [(version, backend) for backend in COMMANDS for version in versions]
     samples: dict[tuple[str, str], list[tuple[float, ...]]] = {pair: [] for pair in pairs}
     for attempt in range(args.repeats + 1):
         for version, backend in pairs:
             save_dir = work / version / backend
-            argv = predict_argv(backend, args.photo, onnx, save_dir)
+            argv = predict_argv(backend, args.photo, work, save_dir)
             result = timed_run(versions[version], argv, env)
             if attempt:  # the first round is untimed
                 samples[(version, backend)].append(result)
@@ -101,7 +111,7 @@ def main() -> None:
                  "wall_s": round(statistics.median(r[0] for r in results), 3),
                  "cpu_s": round(statistics.median(r[1] for r in results), 3),
                  "peak_rss_mb": round(statistics.median(r[2] for r in results), 1)}
-        reference = work / "before" / backend.removesuffix("-cached") / "label"
+        reference = work / "before" / backend / "label"
         if version == "after" and reference.is_dir():
             before = cv2.imread(str(reference / f"{args.photo.stem}.png"), cv2.IMREAD_UNCHANGED)
             entry["label_pixels_equal_to_before"] = round(float(np.mean(before == label)), 6)

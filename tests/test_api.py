@@ -95,7 +95,7 @@ def test_bad_inputs_and_options_are_one_line_errors_naming_them(tmp_path: Path) 
     assert one_line_error(humanseg.segment, missing) == f"{missing}: image file not found"
     assert "unknown option 'colour'" in one_line_error(humanseg.segment, PHOTO, colour="red")
     assert one_line_error(humanseg.segment, PHOTO, backend="tensorrt") == (
-        "backend='tensorrt': expected one of torch, onnxruntime")
+        "backend='tensorrt': expected one of auto, torch, onnxruntime")
     assert "device='gpu'" in one_line_error(humanseg.load_predictor, device="gpu")
     assert "precision='fp8'" in one_line_error(humanseg.load_predictor, precision="fp8")
     assert "min_region_frac must lie in [0, 1]" in one_line_error(

@@ -248,7 +248,9 @@ def test_models_and_health(server: str) -> None:
     status, _, content = request(server, "GET", "/v1/models")
     listing = json.loads(content)
     assert status == 200 and listing["default"] == "default"
-    assert listing["models"] == [{"name": "default", "backend": "torch", "config": "default.yml",
+    # the packaged model runs its shipped ONNX export (backend auto)
+    assert listing["models"] == [{"name": "default", "backend": "onnxruntime",
+                                  "config": "default.yml",
                                   "model": "default.pt", "num_classes": 2}]
     assert listing["limits"] == {"max_bytes": MAX_BYTES, "max_pixels": MAX_PIXELS}
     assert listing["browser"] is None and "onnxruntime-web not found" in listing[
@@ -305,9 +307,11 @@ def test_serve_refuses_a_bad_model_choice_in_one_line(tmp_path: Path) -> None:
         assert result.stderr.count("\n") == 1 and words in result.stderr, result.stderr
 
 
-def test_page_gets_the_model_as_onnx_with_its_preprocessing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_page_gets_the_model_as_onnx_with_its_preprocessing(tmp_path: Path, backend: str) -> None:
     """With onnxruntime-web's folder given, /v1/models tells the page how to preprocess, the
-    runtime's files are served from it, and the model comes as ONNX (exported from the packaged
+    runtime's files are served from it, and the model comes as ONNX (auto: the packaged model's
+    shipped ONNX file, which the server runs too; torch: exported on request from the packaged
     torch model) whose probabilities match the torch model's on the same input."""
     import onnxruntime as ort
     import torch
@@ -318,7 +322,7 @@ def test_page_gets_the_model_as_onnx_with_its_preprocessing(tmp_path: Path) -> N
     runtime = tmp_path / "dist"
     runtime.mkdir()
     (runtime / "ort.wasm.min.js").write_text("// stand-in for onnxruntime-web's script\n")
-    with running_server(["--onnxruntime_web", str(runtime)]) as (base, _process):
+    with running_server(["--onnxruntime_web", str(runtime), "--backend", backend]) as (base, _):
         listing = json.loads(request(base, "GET", "/v1/models")[2])
         assert listing["browser"] == {
             "input_size": [192, 192], "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from humanseg.weights import DEFAULT_CONFIG, DEFAULT_MODEL
+from humanseg.weights import DEFAULT_CONFIG, DEFAULT_MODEL, DEFAULT_ONNX
 
 HEAVY = ("torch", "albumentations")
 # Runs the CLI in a fresh interpreter, then reports its exit code and which heavy modules loaded.
@@ -46,37 +47,75 @@ def photo(tmp_path_factory: pytest.TempPathFactory, blob_sample) -> Path:
     return path
 
 
-def test_help_and_the_torch_backend_do_not_import_what_they_do_not_use(
-    photo: Path, tmp_path: Path
-) -> None:
+def read_output(folder: Path, kind: str) -> np.ndarray:
+    """One output image of a predict run on `one.png`, as stored."""
+    return cv2.imread(str(folder / kind / "one.png"), cv2.IMREAD_UNCHANGED)
+
+
+@pytest.mark.skipif(not DEFAULT_ONNX.is_file(), reason="packaged ONNX model absent")
+def test_help_and_each_backend_import_only_what_they_use(photo: Path, tmp_path: Path) -> None:
     assert probe(["--help"], tmp_path) == (0, [])
-    code, loaded = probe(["predict", str(photo), "--save_dir", str(tmp_path / "out")], tmp_path)
-    assert code == 0 and loaded == ["torch"]  # the model runs on torch; no albumentations
+    # the default (auto) runs the packaged model's shipped ONNX file: no torch, nothing cached
+    default = probe(["predict", str(photo), "--save_dir", str(tmp_path / "auto")], tmp_path)
+    assert default == (0, []) and not (tmp_path / "humanseg").exists()
+    shipped = probe(["predict", str(photo), "--backend", "onnxruntime",
+                     "--save_dir", str(tmp_path / "onnxruntime")], tmp_path)
+    assert shipped == (0, []) and not (tmp_path / "humanseg").exists()
+    on_torch = probe(["predict", str(photo), "--backend", "torch",
+                      "--save_dir", str(tmp_path / "torch")], tmp_path)
+    assert on_torch == (0, ["torch"])  # no albumentations
+    assert np.array_equal(read_output(tmp_path / "auto", "label"),
+                          read_output(tmp_path / "onnxruntime", "label"))
+    from_torch = read_output(tmp_path / "torch", "cutout").astype(int)
+    assert np.abs(from_torch - read_output(tmp_path / "auto", "cutout")).max() <= 1
 
 
 @pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="packaged model absent")
-def test_onnxruntime_predict_exports_once_then_never_imports_torch(
+def test_onnxruntime_predict_exports_a_pt_model_once_then_never_imports_torch(
     photo: Path, tmp_path: Path
 ) -> None:
+    # the packaged files copied elsewhere: a user's own .pt model, which has no shipped ONNX
+    config, model = tmp_path / "mine.yml", tmp_path / "mine.pt"
+    shutil.copyfile(DEFAULT_CONFIG, config)
+    shutil.copyfile(DEFAULT_MODEL, model)
     cache = tmp_path / "cache"
-    argv = ["predict", str(photo), "--backend", "onnxruntime"]
-    first = probe([*argv, "--save_dir", str(tmp_path / "first")], cache)
-    assert first == (0, ["torch"])  # the packaged .pt is exported into the cache
+    argv = ["predict", str(photo), "--backend", "onnxruntime", "--config", str(config)]
+    first = probe([*argv, "--model_path", str(model), "--save_dir", str(tmp_path / "first")],
+                  cache)
+    assert first == (0, ["torch"])  # the .pt is exported into the cache
     cached = list((cache / "humanseg" / "onnx").iterdir())
     assert len(cached) == 1 and cached[0].suffix == ".onnx"
-    second = probe([*argv, "--save_dir", str(tmp_path / "second")], cache)
+    second = probe([*argv, "--model_path", str(model), "--save_dir", str(tmp_path / "second")],
+                   cache)
     assert second == (0, [])
     assert list((cache / "humanseg" / "onnx").iterdir()) == cached
-    given = probe([*argv, "--config", str(DEFAULT_CONFIG), "--model_path", str(cached[0]),
-                   "--save_dir", str(tmp_path / "given")], cache)
+    # auto runs a given .onnx file on onnxruntime
+    given = probe(["predict", str(photo), "--config", str(config), "--model_path",
+                   str(cached[0]), "--save_dir", str(tmp_path / "given")], cache)
     assert given == (0, [])
-    labels = [cv2.imread(str(tmp_path / run / "label" / "one.png"), cv2.IMREAD_UNCHANGED)
-              for run in ("first", "second", "given")]
+    labels = [read_output(tmp_path / run, "label") for run in ("first", "second", "given")]
     assert np.array_equal(labels[0], labels[1]) and np.array_equal(labels[0], labels[2])
-    assert probe(["predict", str(photo), "--save_dir", str(tmp_path / "torch")], cache)[0] == 0
-    from_torch = cv2.imread(str(tmp_path / "torch" / "cutout" / "one.png"), cv2.IMREAD_UNCHANGED)
-    from_onnx = cv2.imread(str(tmp_path / "first" / "cutout" / "one.png"), cv2.IMREAD_UNCHANGED)
-    assert np.abs(from_torch.astype(int) - from_onnx.astype(int)).max() <= 1
+    # auto runs another .pt model on torch
+    on_torch = probe(["predict", str(photo), "--config", str(config), "--model_path", str(model),
+                      "--save_dir", str(tmp_path / "torch")], cache)
+    assert on_torch == (0, ["torch"])
+    from_torch = read_output(tmp_path / "torch", "cutout").astype(int)
+    assert np.abs(from_torch - read_output(tmp_path / "first", "cutout")).max() <= 1
+
+
+def test_auto_picks_onnxruntime_only_where_it_runs_the_model_as_asked() -> None:
+    from humanseg.deploy.api import resolve_backend
+
+    other_model = Path("elsewhere") / "model.pt"
+    assert resolve_backend("auto", DEFAULT_CONFIG, other_model) == "torch"
+    assert resolve_backend("auto", DEFAULT_CONFIG, Path("exported.ONNX")) == "onnxruntime"
+    assert resolve_backend("torch", DEFAULT_CONFIG, Path("exported.onnx")) == "torch"
+    assert resolve_backend("onnxruntime", DEFAULT_CONFIG, other_model) == "onnxruntime"
+    if DEFAULT_ONNX.is_file():
+        assert resolve_backend("auto", DEFAULT_CONFIG, DEFAULT_MODEL) == "onnxruntime"
+        # CUDA and autocast precisions are the torch backend's
+        assert resolve_backend("auto", DEFAULT_CONFIG, DEFAULT_MODEL, device="cuda") == "torch"
+        assert resolve_backend("auto", DEFAULT_CONFIG, DEFAULT_MODEL, precision="bf16") == "torch"
 
 
 @pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="packaged model absent")
@@ -99,3 +138,20 @@ def test_masks_match_the_previous_resize_the_probabilities_path(blob_sample) -> 
         changed += int((old != new).sum())
         total += old.size
     assert changed <= total * 1e-3, changed
+
+
+@pytest.mark.skipif(not DEFAULT_ONNX.is_file(), reason="packaged ONNX model absent")
+def test_the_shipped_onnx_file_is_the_packaged_model() -> None:
+    # `tools/train_default.sh ship` exports it; a new default.pt without a new export fails here
+    import onnxruntime as ort
+    import torch
+
+    from humanseg.engine.runtime import load_inference_model, softmax
+
+    session = ort.InferenceSession(str(DEFAULT_ONNX), providers=["CPUExecutionProvider"])
+    inputs = np.random.default_rng(3).uniform(-1, 1, (1, 3, 192, 192)).astype(np.float32)
+    logits = session.run(None, {session.get_inputs()[0].name: inputs})[0]
+    _, model = load_inference_model(DEFAULT_CONFIG, DEFAULT_MODEL, torch.device("cpu"))
+    with torch.no_grad():
+        expected = model(torch.from_numpy(inputs)).numpy()
+    np.testing.assert_allclose(softmax(logits, axis=1), softmax(expected, axis=1), atol=1e-4)

@@ -13,7 +13,7 @@
 #   tools/train_default.sh finetune_grey_more  # the shipped model: run 9, 600 more iterations from
 #                                     # that average, 40% grey samples with the colour teacher
 #                                     # -> output/portrait/finetune192_grey_more
-#   tools/train_default.sh ship       # copy that model + config into src/humanseg/weights
+#   tools/train_default.sh ship       # copy that model + config into src/humanseg/weights (+ ONNX)
 #
 # The from-scratch recipe (no inherited weights; shipped until 2026-12-01, docs/model_zoo.md):
 #   tools/train_default.sh default    # main run (CE + SC loss), 1000 iters -> output/portrait/default
@@ -133,6 +133,12 @@ finetune_grey_more() {
 ship() {
     install -m 644 "$GREY_MORE_DIR/iter_$GREY_MORE_ITERS/model.pt" src/humanseg/weights/default.pt
     install -m 644 "$CONFIG_256" src/humanseg/weights/default.yml
+    export_packaged
+}
+
+export_packaged() {
+    # The packaged model's ONNX export, which `--backend auto` runs on onnxruntime.
+    "$PY" -m humanseg.cli export --output src/humanseg/weights/default.onnx
 }
 
 train_stage() {
@@ -163,6 +169,7 @@ ship_scratch() {
     # Final iterations only, not the best by validation mIoU (no selection on the val set).
     install -m 644 "$SOUP" src/humanseg/weights/default.pt
     install -m 644 "$CONFIG_SCL" src/humanseg/weights/default.yml
+    export_packaged
 }
 
 ablation() {

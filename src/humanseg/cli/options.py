@@ -17,7 +17,7 @@ from humanseg.weights import resolve_paths
 if TYPE_CHECKING:
     from humanseg.deploy.api import Segmenter
 
-MODEL_PATH_HELP = "model.pt, or model.onnx with --backend onnxruntime (default: packaged)"
+MODEL_PATH_HELP = "model.pt, or an exported model.onnx (default: packaged)"
 
 
 def add_device(parser: argparse.ArgumentParser, help_text: str = "where the torch backend runs",
@@ -32,9 +32,10 @@ def add_precision(parser: argparse.ArgumentParser,
     parser.add_argument("--precision", default=PRECISIONS[0], choices=PRECISIONS, help=help_text)
 
 
-def add_backend(parser: argparse.ArgumentParser, help_text: str = "run the model with PyTorch, or "
-                "an exported .onnx with onnxruntime") -> None:
-    """`--backend torch|onnxruntime` (default torch)."""
+def add_backend(parser: argparse.ArgumentParser, help_text: str = "run the model with PyTorch or "
+                "onnxruntime; auto: onnxruntime for a .onnx file and for the packaged model on "
+                "the CPU at fp32 (no torch import), else torch") -> None:
+    """`--backend auto|torch|onnxruntime` (default auto: `resolve_backend`)."""
     parser.add_argument("--backend", default=BACKENDS[0], choices=BACKENDS, help=help_text)
 
 
@@ -88,3 +89,12 @@ def predictor_from_args(args: argparse.Namespace, **options: Any) -> Segmenter:
 
     config_path, model_path = resolve_paths(args.config, args.model_path)
     return load(model_path, config_path, args.backend, **options)
+
+
+def backend_from_args(args: argparse.Namespace) -> str:
+    """The backend `predictor_from_args` will run the verb's model on ("auto" resolved)."""
+    from humanseg.deploy.api import resolve_backend
+
+    config_path, model_path = resolve_paths(args.config, args.model_path)
+    return resolve_backend(args.backend, config_path, model_path, args.device,
+                           getattr(args, "precision", "fp32"))

@@ -35,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image_path",
                         help="an image, a folder of images or a .txt list of image paths")
     add_model(parser, "config file (default: the packaged model's)",
-              "model.pt, or model.onnx with --backend onnxruntime (a model.pt is then exported "
-              "once into ~/.cache/humanseg/onnx)")
+              "model.pt, or an exported model.onnx (with --backend onnxruntime a model.pt is "
+              "exported once into ~/.cache/humanseg/onnx)")
     parser.add_argument("--save_dir", default="output/result",
                         help="where the outputs go (one subfolder per kind)")
     add_backend(parser)

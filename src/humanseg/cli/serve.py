@@ -32,8 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help=f"a named model: {PACKAGED_MODEL} (the packaged one, "
                                         "used when nothing is given)")
     parser.add_argument("--config", help="config of another model (with --model_path)")
-    parser.add_argument("--model_path", help="model.pt, or model.onnx with --backend onnxruntime")
-    add_backend(parser, "inference engine (onnxruntime exports a .pt model once, cached)")
+    parser.add_argument("--model_path", help="model.pt, or an exported model.onnx")
+    add_backend(parser, "inference engine; auto: onnxruntime for a .onnx file and for the "
+                        "packaged model, else torch (onnxruntime exports another .pt model once, "
+                        "cached)")
     parser.add_argument("--workers", type=positive, default=1, help="server processes")
     parser.add_argument("--threads", type=positive, default=1,
                         help="torch CPU threads per process (onnxruntime uses 2)")

@@ -14,6 +14,7 @@ from humanseg.cli.options import (
     add_device,
     add_model,
     add_regions,
+    backend_from_args,
     predictor_from_args,
     region_options,
 )
@@ -68,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
                             "write the result to another file")
     background = parse_background(args.background)
     capture = open_capture(args.input)
-    restore_threads = set_torch_threads(args.threads) if args.backend == "torch" else None
+    on_torch = backend_from_args(args) == "torch"
+    restore_threads = set_torch_threads(args.threads) if on_torch else None
     try:
         predictor = predictor_from_args(args, device=args.device,
                                         track_subject=True, **region_options(args)).predictor

@@ -4,7 +4,8 @@
 one place that chooses a backend; the CLI verbs and the HTTP service call it too) and wraps it
 in a `Segmenter`, whose call on a photo gives a `SegmentResult` (mask, alpha, cut-out, background
 replaced or blurred). Neither torch nor albumentations is imported until a torch model is loaded:
-with onnxruntime and an ONNX file (or one cached earlier) torch is never imported.
+with onnxruntime (the default backend for the packaged model, shipped as ONNX too, and for ONNX
+files) torch is never imported; a `.pt` model on onnxruntime imports it once, to export.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from humanseg.ops.regions import (
     DEFAULT_MIN_REGION_FRAC,
     RegionFilter,
 )
-from humanseg.weights import default_paths
+from humanseg.weights import default_paths, packaged_onnx
 
 PACKAGED_MODEL = "default"  # `model=` name of the model shipped in the package
 ImageInput = np.ndarray | str | os.PathLike
@@ -51,16 +52,36 @@ def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise HumanSegError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
 
 
+def resolve_backend(backend: str, config_path: str | os.PathLike,
+                    model_path: str | os.PathLike, device: str = "cpu",
+                    precision: str = "fp32") -> str:
+    """The backend that runs a model: `backend` itself unless it is "auto", which picks
+    onnxruntime for an `.onnx` file and for the packaged model (shipped as ONNX too) on the CPU
+    at fp32 (same masks, a fraction of the start-up and frame time), else PyTorch."""
+    _check_choice("backend", backend, BACKENDS)
+    if backend != "auto":
+        return backend
+    if Path(model_path).suffix.lower() == ".onnx":
+        return "onnxruntime"
+    on_cpu_fp32 = device == "cpu" and precision == "fp32"
+    if on_cpu_fp32 and packaged_onnx(Path(config_path), Path(model_path)) is not None:
+        return "onnxruntime"
+    return "torch"
+
+
 def _onnxruntime_forward(config_path: Path, model_path: Path, cfg: dict[str, Any],
                          ) -> tuple[Forward, int]:
-    """The onnxruntime forward and class count. A PyTorch model file (a zip archive as
-    torch.save writes, the packaged model, or a folder holding one) is exported once into the
-    cache (`humanseg.deploy.cache`) and the cached ONNX file is used from then on; any other
-    file is loaded as ONNX."""
+    """The onnxruntime forward and class count. The packaged model runs its shipped ONNX
+    export; another PyTorch model file (a zip archive as torch.save writes, or a folder holding
+    one) is exported once into the cache (`humanseg.deploy.cache`) and the cached ONNX file is
+    used from then on; any other file is loaded as ONNX."""
     from humanseg.deploy.onnx_runtime import OnnxRuntimeForward
 
-    if model_path.is_dir() or (model_path.suffix.lower() != ".onnx"
-                               and zipfile.is_zipfile(model_path)):
+    shipped = packaged_onnx(config_path, model_path)
+    if shipped is not None:
+        model_path = shipped
+    elif model_path.is_dir() or (model_path.suffix.lower() != ".onnx"
+                                 and zipfile.is_zipfile(model_path)):
         from humanseg.deploy.cache import cached_onnx
 
         model_path = cached_onnx(config_path, model_path)
@@ -73,15 +94,14 @@ def _onnxruntime_forward(config_path: Path, model_path: Path, cfg: dict[str, Any
 
 
 def build_predictor(config_path: str | os.PathLike, model_path: str | os.PathLike,
-                    backend: str = "torch", device: str = "cpu", precision: str = "fp32",
+                    backend: str = "auto", device: str = "cpu", precision: str = "fp32",
                     region_filter: RegionFilter | None = None) -> Predictor:
-    """The engine's `Predictor` for a config and model file on the chosen backend, preprocessing
-    with the config's val transforms."""
+    """The engine's `Predictor` for a config and model file on the chosen backend
+    (`resolve_backend`), preprocessing with the config's val transforms."""
     from humanseg.builder import load_config
 
     config_path, model_path = Path(config_path), Path(model_path)
-    _check_choice("backend", backend, BACKENDS)
-    if backend == "onnxruntime":
+    if resolve_backend(backend, config_path, model_path, device, precision) == "onnxruntime":
         cfg = load_config(config_path, inference=True)
         forward, num_classes = _onnxruntime_forward(config_path, model_path, cfg)
     else:
@@ -170,7 +190,7 @@ class Segmenter:
 
 
 def load_predictor(model: str | os.PathLike = PACKAGED_MODEL,
-                   config: str | os.PathLike | None = None, backend: str = "torch",
+                   config: str | os.PathLike | None = None, backend: str = "auto",
                    device: str = "cpu", precision: str = "fp32",
                    min_region_frac: float = DEFAULT_MIN_REGION_FRAC, main_subject: bool = False,
                    track_subject: bool = False,
@@ -180,9 +200,11 @@ def load_predictor(model: str | os.PathLike = PACKAGED_MODEL,
 
     Args:
         model: "default" (the packaged portrait model) or a model file: `model.pt`, a folder
-            holding one, or with backend="onnxruntime" an exported `.onnx`.
+            holding one, or an exported `.onnx` (run by onnxruntime).
         config: the model's config YAML (its val transforms preprocess); None for "default".
-        backend: "torch", or "onnxruntime" (a `.pt` model is exported once into the cache).
+        backend: "auto" (onnxruntime for an `.onnx` file and for the packaged model on the CPU
+            at fp32, else torch), "torch", or "onnxruntime" (a `.pt` model other than the
+            packaged one is exported once into the cache).
         device: "cpu" or "cuda" (torch backend).
         precision: "fp32", "fp16" (CUDA) or "bf16": autocast of the torch backend.
         min_region_frac: drop person regions smaller than this fraction of the largest (0 keeps

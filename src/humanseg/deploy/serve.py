@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from humanseg.deploy.api import PACKAGED_MODEL, load_predictor
+from humanseg.deploy.api import PACKAGED_MODEL, load_predictor, resolve_backend
 from humanseg.deploy.service import (
     FILE_FIELDS,
     OPTION_FIELDS,
@@ -60,9 +60,9 @@ EXPORT_TIMEOUT_S = 600
 
 
 class BrowserModel:
-    """The served model as an ONNX file for the page's in-browser inference: the model file
-    itself for the onnxruntime backend, else exported once (`humanseg export`, at the size the
-    page preprocesses to) on first request into a folder that lives as long as the server."""
+    """The served model as an ONNX file for the page's in-browser inference: the ONNX file the
+    onnxruntime backend runs, else exported once (`humanseg export`, at the size the page
+    preprocesses to) on first request into a folder that lives as long as the server."""
 
     def __init__(self, model: ServedModel, input_size: tuple[int, int]) -> None:
         """Nothing is exported until `path()` is first called."""
@@ -74,7 +74,7 @@ class BrowserModel:
     def path(self) -> Path:
         """The ONNX file (exporting it on the first call; later calls wait for that one)."""
         if self.model.backend == "onnxruntime":
-            return self.model.model_path
+            return self.model.predictor.forward.model_path
         with self.lock:
             if self.folder is None:
                 folder = tempfile.TemporaryDirectory(prefix="humanseg-serve-")
@@ -106,7 +106,7 @@ class ServeSettings:
     model: str | None = None
     config: str | None = None
     model_path: str | None = None
-    backend: str = "torch"
+    backend: str = "auto"
     threads: int = 1
     max_bytes: int = Limits.max_bytes
     max_pixels: int = Limits.max_pixels
@@ -123,8 +123,13 @@ def load_model(settings: ServeSettings) -> ServedModel:
                             "(or --config C --model_path P)")
     config_path, model_path = resolve_paths(settings.config, settings.model_path)
     name = PACKAGED_MODEL if settings.config is None else model_path.stem
-    predictor = load_predictor(model_path, config_path, settings.backend).predictor
-    return ServedModel(name, settings.backend, config_path, model_path, predictor)
+    backend = resolve_backend(settings.backend, config_path, model_path)
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(settings.threads)
+    predictor = load_predictor(model_path, config_path, backend).predictor
+    return ServedModel(name, backend, config_path, model_path, predictor)
 
 
 def create_app(model: ServedModel, limits: Limits, onnxruntime_web: Path | None = None,
@@ -337,9 +342,6 @@ def app_from_environment() -> "FastAPI":
 
 def build_app(settings: ServeSettings) -> "FastAPI":
     """Load the model (torch on `settings.threads` threads) and wrap it in the app."""
-    import torch
-
-    torch.set_num_threads(settings.threads)
     web = None if settings.onnxruntime_web is None else Path(settings.onnxruntime_web)
     return create_app(load_model(settings), Limits(settings.max_bytes, settings.max_pixels), web)
 

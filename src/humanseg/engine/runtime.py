@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "fp16", "bf16")
-BACKENDS = ("torch", "onnxruntime")  # PyTorch, or an exported ONNX model on onnxruntime
+# "auto" (the default) picks onnxruntime where it can run the model, else PyTorch
+# (humanseg.deploy.api.resolve_backend)
+BACKENDS = ("auto", "torch", "onnxruntime")
 MODEL_FILE = "model.pt"  # the weights file of a model folder (checkpoints, best_model)
 
 

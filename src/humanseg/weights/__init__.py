@@ -10,6 +10,9 @@ from humanseg.errors import HumanSegError
 WEIGHTS_DIR = Path(__file__).resolve().parent
 DEFAULT_CONFIG = WEIGHTS_DIR / "default.yml"
 DEFAULT_MODEL = WEIGHTS_DIR / "default.pt"
+# The same model exported to ONNX (`humanseg export`, fixed input size): onnxruntime runs it
+# without importing torch, so a cold `humanseg predict` starts in a fraction of a second.
+DEFAULT_ONNX = WEIGHTS_DIR / "default.onnx"
 
 
 def default_paths() -> tuple[Path, Path]:
@@ -32,3 +35,12 @@ def resolve_paths(
     if config_path is None or model_path is None:
         raise HumanSegError("give both --config and --model_path, or neither (packaged model)")
     return Path(config_path), Path(model_path)
+
+
+def packaged_onnx(config_path: Path, model_path: Path) -> Path | None:
+    """The shipped ONNX export when (config, model) are the packaged pair and it is present."""
+    packaged = (DEFAULT_CONFIG.resolve(), DEFAULT_MODEL.resolve())
+    given = (Path(config_path).resolve(), Path(model_path).resolve())
+    if DEFAULT_ONNX.is_file() and given == packaged:
+        return DEFAULT_ONNX
+    return None
