@@ -92,13 +92,17 @@ def test_photo_map_samples_bilinearly_and_ignores_what_lies_outside_the_photo() 
     np.testing.assert_allclose(mapped, [[[0.0, 0.25, 0.75, 1.0]]], atol=1e-6)
 
 
-def test_photo_label_matches_argmax_of_the_full_map_in_strips(monkeypatch) -> None:
+@pytest.mark.parametrize("classes", [2, 3])
+def test_photo_label_matches_argmax_of_the_full_map_in_strips(monkeypatch, classes: int) -> None:
     rng = np.random.default_rng(0)
-    scores = rng.random((3, 20, 30), dtype=np.float32)
+    scores = rng.random((classes, 20, 30), dtype=np.float32)
+    scores[:, :4] = 0.5  # exact ties go to the lower class, as with argmax
     placement = Placement.resize((55, 70), (20, 30))
-    monkeypatch.setattr("humanseg.data.inference.STRIP_BYTES", 3 * 4 * 70 * 4)  # 4 rows a strip
+    monkeypatch.setattr("humanseg.data.inference.STRIP_BYTES", classes * 4 * 70 * 4)  # 4 rows
     label = photo_label(scores, placement, (55, 70))
-    np.testing.assert_array_equal(label, photo_map(scores, placement, (55, 70)).argmax(axis=0))
+    expected = photo_map(scores, placement, (55, 70)).argmax(axis=0)
+    assert label.dtype == np.uint8 and (expected[:8] == 0).all() and expected.max() > 0
+    np.testing.assert_array_equal(label, expected)
 
 
 def test_photo_label_memory_does_not_grow_with_classes_times_pixels() -> None:

@@ -159,8 +159,16 @@ def photo_label(scores: np.ndarray, placement: Placement, size: tuple[int, int])
     step = max(1, STRIP_BYTES // (4 * len(scores) * width))
     for start in range(0, height, step):
         rows = range(start, min(start + step, height))
-        label[rows.start : rows.stop] = _sample(groups, placement, width, rows).argmax(axis=2)
+        label[rows.start : rows.stop] = class_argmax(_sample(groups, placement, width, rows))
     return label
+
+
+def class_argmax(scores: np.ndarray) -> np.ndarray:
+    """argmax over the last axis (ties to the lower class); two classes as one comparison, an
+    order of magnitude faster than NumPy's argmax over a length-2 axis (a camera frame's label)."""
+    if scores.shape[-1] == 2:
+        return scores[..., 1] > scores[..., 0]
+    return scores.argmax(axis=-1)
 
 
 class Resize:
