@@ -43,7 +43,7 @@ import torch
 
 from humanseg.data.inference import build_inference_transforms, config_input_size
 from humanseg.data.split import is_validation
-from humanseg.deploy.compose import Background, person_probability
+from humanseg.deploy.compose import Background
 from humanseg.deploy.export import calibration_batches, export_int8, export_onnx
 from humanseg.deploy.onnx_runtime import OnnxRuntimeForward
 from humanseg.deploy.smoothing import FlowSmoother, flicker
@@ -124,7 +124,7 @@ def camera_frame_study(
         for name, predictor in predictors.items():
             for index in range(10 + CAMERA_FRAMES):
                 start, start_cpu = time.perf_counter(), time.process_time()
-                mask = (person_probability(predictor(frame)) > 0.5).astype(np.uint8)
+                mask = (predictor.infer(frame).alpha() > 0.5).astype(np.uint8)
                 if index >= 10:
                     wall.setdefault(name, []).append(time.perf_counter() - start)
                     cpu.setdefault(name, []).append(time.process_time() - start_cpu)
@@ -213,7 +213,7 @@ def flicker_study(predictor: Predictor, pairs: list[tuple[Path, Path]], frames: 
         smoother = FlowSmoother()
         raw, smoothed = [], []
         for frame in still_scene(read_image(image_path), frames, rng):
-            alpha = person_probability(predictor(frame))
+            alpha = predictor.infer(frame).alpha()
             raw.append(alpha)
             smoothed.append(smoother(frame, alpha))
         for name, masks in (("none", raw), ("flow", smoothed)):
@@ -224,7 +224,7 @@ def flicker_study(predictor: Predictor, pairs: list[tuple[Path, Path]], frames: 
         photo, label = read_image(image_path), read_mask(label_path)
         smoother, ema = FlowSmoother(), None
         for frame, truth in sliding_scene(photo, label, frames):
-            alpha = person_probability(predictor(frame))
+            alpha = predictor.infer(frame).alpha()
             ema = alpha if ema is None else EMA_NEW_WEIGHT * alpha + (1 - EMA_NEW_WEIGHT) * ema
             outputs = {"none": alpha, "flow": smoother(frame, alpha), "ema": ema}
             for name, output in outputs.items():
@@ -247,7 +247,7 @@ def video_fps(predictor: Predictor, photo: np.ndarray, frames: int, work: Path) 
     for smooth in (False, True):
         stats = write_video(
             still_scene(frame, frames, rng),
-            lambda f: person_probability(predictor(f)),
+            lambda f: predictor.infer(f).alpha(),
             Background(blur=True),
             work / f"video_{smooth}.mp4",
             fps=25,
@@ -323,9 +323,9 @@ def main() -> None:
         for image_path, _ in every_pair:
             image = read_image(image_path)
             start = time.perf_counter()
-            ours[image_path.stem] = (person_probability(predictor(image)) > 0.5).astype(np.uint8)
+            ours[image_path.stem] = (predictor.infer(image).alpha() > 0.5).astype(np.uint8)
             photo_seconds.append(time.perf_counter() - start)
-            int8_person = person_probability(int8_predictor(image))
+            int8_person = int8_predictor.infer(image).alpha()
             ours_int8[image_path.stem] = (int8_person > 0.5).astype(np.uint8)
         mediapipe = run_mediapipe(Path(args.mediapipe_python), every_pair, work)
         accuracy = {}

@@ -9,7 +9,6 @@ from pathlib import Path
 from skimage import data
 
 from humanseg.cli.options import add_backend, add_model, predictor_from_args
-from humanseg.deploy.compose import person_probability
 from humanseg.deploy.demo import OUTPUT_FILES, demo_outputs
 from humanseg.io import check_output_path, write_image
 
@@ -28,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     for name in OUTPUT_FILES:
         check_output_path(save_dir / name)
     image = data.astronaut()
-    person = person_probability(predictor_from_args(args).predictor(image))
+    person = predictor_from_args(args)(image).alpha
     for name, array in demo_outputs(image, person).items():
         write_image(save_dir / name, array)
     share = float((person > 0.5).mean())

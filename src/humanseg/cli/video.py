@@ -18,7 +18,7 @@ from humanseg.cli.options import (
     predictor_from_args,
     region_options,
 )
-from humanseg.deploy.compose import parse_background, person_probability
+from humanseg.deploy.compose import parse_background
 from humanseg.deploy.video import (
     FALLBACK_FPS,
     VIDEO_SUFFIXES,
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         fps = capture.get(cv2.CAP_PROP_FPS)  # 0 (or NaN) when the source does not say
         stats = write_video(
             read_frames(capture, args.max_frames),
-            lambda frame: person_probability(predictor(frame)),
+            lambda frame: predictor.infer(frame).alpha(),
             background,
             args.output,
             fps=fps if fps > 0 else FALLBACK_FPS,  # NaN > 0 is False too

@@ -34,11 +34,6 @@ class Background:
     blur: bool = False
 
 
-def person_probability(probabilities: np.ndarray) -> np.ndarray:
-    """Person alpha [H, W] from class probabilities [C, H, W]: all but the background class 0."""
-    return 1.0 - probabilities[0]
-
-
 def parse_colour(text: str) -> tuple[int, int, int]:
     """Parse `#RRGGBB` into an (R, G, B) tuple of ints."""
     match = _HEX_COLOUR.fullmatch(text.strip())
