@@ -247,6 +247,29 @@ def test_bad_model_key_is_blamed_on_the_file_that_wrote_it(tmp_path: Path) -> No
         load_config(child)
 
 
+@pytest.mark.parametrize(("teacher", "message"), [
+    ("{model_path: t.pt, coeff: 1}", r"teacher\.coeff: unknown key"),
+    ("{coef: 1}", r"teacher\.model_path: the teacher's weights are required"),
+    ("{model_path: t.pt, temperature: 0}", r"teacher\.temperature: must be a number > 0"),
+    ("{model_path: t.pt, model: {type: PPHumanSegLite, num_clases: 2}}",
+     r"teacher\.model\.num_clases: unknown key"),
+    ("{model_path: t.pt, grey_student: 0.5}", r"teacher\.grey_student: the train transforms need"),
+])
+def test_bad_teacher_section_fails_at_load_naming_key_and_file(
+    tmp_path: Path, teacher: str, message: str
+) -> None:
+    # before any data or weights are read; the train transforms here have no Normalize
+    base = write(tmp_path / "base.yml", "train_dataset:\n  type: Dataset\n  dataset_root: d\n"
+                 "  train_path: d/train.txt\n  num_classes: 2\n  transforms: []\n"
+                 "model: {type: PPHumanSegLite, num_classes: 2}\n")
+    child = write(tmp_path / "child.yml", f"_base_: {base.name}\nteacher: {teacher}\n")
+    with pytest.raises(HumanSegError, match=r"child\.yml: " + message):
+        load_config(child)
+    good = write(tmp_path / "good.yml", f"_base_: {base.name}\n"
+                 "teacher: {model_path: t.pt, flip: true, input_size: [398, 224]}\n")
+    assert load_config(good)["teacher"]["input_size"] == [398, 224]
+
+
 def test_bad_transform_key_names_its_path_and_file(tmp_path: Path) -> None:
     write(tmp_path / "base.yml", CITYSCAPES_BASE)
     child = write(

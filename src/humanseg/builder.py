@@ -10,15 +10,21 @@ class counts, the val and export transforms) imports neither torch nor albumenta
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from humanseg.config import DATASET_SECTIONS, TOP_LEVEL_KEYS, blame, read_config
-from humanseg.data.inference import build_inference_transforms
+from humanseg.data.inference import Normalize, build_inference_transforms, normalize
 from humanseg.errors import KeyPath, SpecError, format_key
 from humanseg.registry import check_keys, whole_number
 
 MODEL_PATH: KeyPath = ("model",)
+TEACHER_PATH: KeyPath = ("teacher",)
+TEACHER_KEYS = frozenset(
+    {"model_path", "model", "coef", "temperature", "flip", "input_size", "skip_grey",
+     "grey_student"})
 
 
 def load_config(path: str | os.PathLike, inference: bool = False) -> dict[str, Any]:
@@ -68,7 +74,84 @@ def _check_training_sections(cfg: dict[str, Any]) -> None:
         check_model(cfg["model"])
     if "loss" in cfg:
         build_loss_from_config(cfg["loss"])
+    if "teacher" in cfg:
+        train = cfg.get("train_dataset")
+        transforms = train.get("transforms") if isinstance(train, dict) else None
+        settings = teacher_settings(cfg["teacher"], train_normalisation(transforms) is not None)
+        if settings.model:  # empty or absent: the student's model section
+            check_model(settings.model, (*TEACHER_PATH, "model"))
     check_optimization(cfg)
+
+
+@dataclass(frozen=True)
+class TeacherSettings:
+    """The checked `teacher:` section of a training config (what each key means:
+    `humanseg.engine.distill`, which builds the teacher from it)."""
+
+    model_path: str
+    model: dict[str, Any] | None = None  # None: the student's model section
+    coef: float = 1.0
+    temperature: float = 1.0
+    flip: bool = False
+    skip_grey: bool = False
+    grey_student: float = 0.0
+    input_hw: tuple[int, int] | None = None  # (height, width) the teacher sees; None: as given
+
+
+def teacher_settings(spec: Any, has_normalisation: bool) -> TeacherSettings:
+    """Check a `teacher:` section; `has_normalisation`: whether the train transforms end in a
+    `Normalize` (which `grey_student` needs to grey normalised samples). Raise SpecError."""
+    if not isinstance(spec, Mapping):
+        raise SpecError(TEACHER_PATH, f"must be a mapping, got {spec!r}")
+    check_keys(spec, TEACHER_KEYS, TEACHER_PATH)
+    if "model_path" not in spec:
+        raise SpecError((*TEACHER_PATH, "model_path"), "the teacher's weights are required")
+    model = spec.get("model")
+    if model is not None and not isinstance(model, Mapping):
+        raise SpecError((*TEACHER_PATH, "model"), f"must be a model section, got {model!r}")
+    grey_student = spec.get("grey_student", 0.0)
+    if not _is_number(grey_student) or not 0.0 <= grey_student <= 1.0:
+        raise SpecError((*TEACHER_PATH, "grey_student"),
+                        f"must be a number in [0, 1], got {grey_student!r}")
+    if grey_student > 0 and not has_normalisation:
+        raise SpecError((*TEACHER_PATH, "grey_student"),
+                        "the train transforms need a Normalize to grey normalised samples")
+    size = spec.get("input_size")
+    if size is not None and (not isinstance(size, list | tuple) or len(size) != 2
+                             or not all(isinstance(v, int) and v > 0 for v in size)):
+        raise SpecError((*TEACHER_PATH, "input_size"), f"must be [width, height], got {size!r}")
+    return TeacherSettings(
+        model_path=str(spec["model_path"]),
+        model=None if model is None else dict(model),
+        coef=_positive_number(spec, "coef"),
+        temperature=_positive_number(spec, "temperature"),
+        flip=bool(spec.get("flip", False)),
+        skip_grey=bool(spec.get("skip_grey", False)),
+        grey_student=float(grey_student),
+        input_hw=None if size is None else (int(size[1]), int(size[0])),
+    )
+
+
+def _is_number(value: Any) -> bool:
+    """An int or float, not a bool."""
+    return not isinstance(value, bool) and isinstance(value, int | float)
+
+
+def _positive_number(spec: Mapping[str, Any], key: str) -> float:
+    """A number > 0 from the teacher section (default 1), else a SpecError naming the key."""
+    value = spec.get(key, 1.0)
+    if not _is_number(value) or value <= 0:
+        raise SpecError((*TEACHER_PATH, key), f"must be a number > 0, got {value!r}")
+    return float(value)
+
+
+def train_normalisation(transforms: Any) -> Normalize | None:
+    """The `Normalize` of a train transform list (the last one), or None when it has none."""
+    specs = [spec for spec in transforms or [] if isinstance(spec, Mapping)
+             and spec.get("type") == "Normalize"]
+    if not specs:
+        return None
+    return normalize(**{key: value for key, value in specs[-1].items() if key != "type"})
 
 
 def check_model(spec: Any, path: KeyPath = MODEL_PATH) -> None:

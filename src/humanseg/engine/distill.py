@@ -33,23 +33,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from humanseg.builder import teacher_settings
 from humanseg.data.inference import Normalize
-from humanseg.errors import HumanSegError
-from humanseg.registry import check_keys
 
-TEACHER_KEYS = frozenset(
-    {"model_path", "model", "coef", "temperature", "flip", "input_size", "skip_grey",
-     "grey_student"})
 TERM_NAME = "Distillation"
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # BT.601, the weights of RandomGrayscale (albumentations)
-
-
-def _positive_number(spec: Mapping[str, Any], key: str, default: float) -> float:
-    """A number > 0 from the teacher section, else a HumanSegError naming the key."""
-    value = spec.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise HumanSegError(f"teacher.{key}: must be a number > 0, got {value!r}")
-    return float(value)
 
 
 class Teacher:
@@ -66,31 +54,13 @@ class Teacher:
                  device: torch.device, normalisation: Normalize | None = None) -> None:
         from humanseg.models import build_model, load_model_file, without_pretrained
 
-        if not isinstance(spec, Mapping):
-            raise HumanSegError(f"teacher: must be a mapping, got {spec!r}")
-        check_keys(spec, TEACHER_KEYS, ("teacher",))
-        if "model_path" not in spec:
-            raise HumanSegError("teacher.model_path: the teacher's weights are required")
-        self.coef = _positive_number(spec, "coef", 1.0)
-        self.temperature = _positive_number(spec, "temperature", 1.0)
-        self.flip = bool(spec.get("flip", False))
-        self.skip_grey = bool(spec.get("skip_grey", False))
-        self.grey_student = spec.get("grey_student", 0.0)
-        if isinstance(self.grey_student, bool) or not isinstance(self.grey_student, (int, float)) \
-                or not 0.0 <= self.grey_student <= 1.0:
-            raise HumanSegError(f"teacher.grey_student: must be a number in [0, 1], "
-                                f"got {self.grey_student!r}")
-        if self.grey_student > 0 and normalisation is None:
-            raise HumanSegError("teacher.grey_student: the train transforms need a Normalize "
-                                "to grey normalised samples")
+        settings = teacher_settings(spec, normalisation is not None)
+        self.coef, self.temperature = settings.coef, settings.temperature
+        self.flip, self.skip_grey = settings.flip, settings.skip_grey
+        self.grey_student, self.input_hw = settings.grey_student, settings.input_hw
         self.normalisation = normalisation
-        size = spec.get("input_size")
-        if size is not None and (not isinstance(size, (list, tuple)) or len(size) != 2
-                                 or not all(isinstance(v, int) and v > 0 for v in size)):
-            raise HumanSegError(f"teacher.input_size: must be [width, height], got {size!r}")
-        self.input_hw = None if size is None else (int(size[1]), int(size[0]))
-        self.model = build_model(without_pretrained(spec.get("model") or student_model))
-        load_model_file(self.model, spec["model_path"])
+        self.model = build_model(without_pretrained(settings.model or student_model))
+        load_model_file(self.model, settings.model_path)
         self.model.to(device).eval().requires_grad_(False)
 
     @torch.no_grad()
@@ -145,14 +115,3 @@ def grey_normalised(images: torch.Tensor, normalisation: Normalize) -> torch.Ten
     pixels = images / scale[:, None, None] + mean[:, None, None]
     luma = (pixels * weights[:, None, None]).sum(dim=1, keepdim=True)
     return (luma - mean[:, None, None]) * scale[:, None, None]
-
-
-def train_normalisation(transforms: Any) -> Normalize | None:
-    """The `Normalize` of a train transform list (the last one), or None when it has none."""
-    from humanseg.data.inference import normalize
-
-    specs = [spec for spec in transforms or [] if isinstance(spec, Mapping)
-             and spec.get("type") == "Normalize"]
-    if not specs:
-        return None
-    return normalize(**{key: value for key, value in specs[-1].items() if key != "type"})

@@ -24,9 +24,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from humanseg.builder import train_normalisation
 from humanseg.engine import checkpoint
 from humanseg.engine.distill import TERM_NAME as TEACHER_TERM
-from humanseg.engine.distill import Teacher, train_normalisation
+from humanseg.engine.distill import Teacher
 from humanseg.engine.distributed import (
     DistContext,
     broadcast_object,
