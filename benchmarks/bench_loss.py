@@ -33,11 +33,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from humanseg.losses import (  # noqa: E402
-    CrossEntropyLoss,
-    SemanticConnectivityLoss,
-    semantic_connectivity,
-)
+from humanseg.losses import CrossEntropyLoss, SemanticConnectivityLoss  # noqa: E402
+from humanseg.ops import connectivity  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PADDLE_PYTHON = ROOT / ".venv-paddle" / "bin" / "python"
@@ -125,7 +122,7 @@ def labelled_on_one_thread(
     labelling of speckled maps was spread over torch's threads (the same values)."""
 
     def single(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        with mock.patch.object(semantic_connectivity, "labelling_threads", lambda _pred: 1):
+        with mock.patch.object(connectivity, "labelling_threads", lambda _pred: 1):
             return loss(logits, labels)
 
     return single
