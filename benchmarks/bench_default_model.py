@@ -7,8 +7,9 @@
 
 Each candidate (NAME=CONFIG:MODEL.pt for the model's raw masks, or NAME=CONFIG:MODEL.pt:CLEAN to
 clean them as `humanseg predict` does, CLEAN being F for `--min_region_frac F` alone or
-`frac=F,area=A,peak=P` for `--min_region_frac F --min_region_area A --confident_peak P`, keys
-left out off; `default` for predict's defaults) is exported to
+`frac=F,area=A,peak=P,edges=E` for `--min_region_frac F --min_region_area A --confident_peak P`
+and, with E = 1, the guided-filter edges (`humanseg.ops.edges`), keys left out off; `default`
+for predict's defaults, edges included) is exported to
 ONNX here and run through onnxruntime by `humanseg predict`'s own predictor (the config's val
 transforms, padding cropped off, the probabilities mapped back to the photo, the label PNG's
 mask), so the figures are what a user gets. MediaPipe's selfie
@@ -58,6 +59,7 @@ from humanseg.ops import (
     RegionFilter,
     label_components,
 )
+from humanseg.ops.edges import EdgeRefiner
 
 DATA = REPO.parent / "shared" / "data"
 COCO = REPO / "dataset" / "COCO_person"
@@ -87,12 +89,14 @@ def validation_photos(source: str, held_out: bool = True) -> list[tuple[Path, Pa
 
 def cleaning_options(spec: str) -> dict[str, float]:
     """`humanseg predict`'s cleaning options from a candidate's CLEAN field (module docstring):
-    '' raw, 'default' predict's defaults, 'F' or 'frac=F,area=A,peak=P'."""
+    '' raw, 'default' predict's defaults, 'F' or 'frac=F,area=A,peak=P,edges=E'."""
     if spec == "default":
         return {"min_region_frac": DEFAULT_MIN_REGION_FRAC, "min_region_area":
-                DEFAULT_MIN_REGION_AREA, "confident_peak": DEFAULT_CONFIDENT_PEAK}
-    options = {"min_region_frac": 0.0, "min_region_area": 0.0, "confident_peak": 1.0}
-    names = {"frac": "min_region_frac", "area": "min_region_area", "peak": "confident_peak"}
+                DEFAULT_MIN_REGION_AREA, "confident_peak": DEFAULT_CONFIDENT_PEAK, "edges": 1.0}
+    options = {"min_region_frac": 0.0, "min_region_area": 0.0, "confident_peak": 1.0,
+               "edges": 0.0}
+    names = {"frac": "min_region_frac", "area": "min_region_area", "peak": "confident_peak",
+             "edges": "edges"}
     for item in filter(None, spec.split(",")):
         key, equals, value = item.rpartition("=")
         if equals and key not in names:
@@ -160,8 +164,11 @@ def candidate_masks(
         sys.exit(f"{config}: no Resize target_size to export at")
     onnx_path = work / f"{name}.onnx"
     export_onnx(model, onnx_path, input_size)
+    regions = {key: value for key, value in cleaning.items() if key != "edges"}
     predictor = build_predictor(config, onnx_path, backend="onnxruntime",
-                                region_filter=RegionFilter(**cleaning))
+                                region_filter=RegionFilter(**regions),
+                                edges=EdgeRefiner(min_region_frac=regions["min_region_frac"])
+                                if cleaning.get("edges") else None)
 
     def mask(image: np.ndarray) -> np.ndarray:
         return (predictor.infer(image).label() == PERSON).astype(np.uint8)  # predict's label

@@ -97,11 +97,12 @@ def test_video_end_to_end(tmp_path: Path, model_files, capsys) -> None:
 
 def test_video_region_options_follow_the_subject(tmp_path: Path, model_files, monkeypatch) -> None:
     config, model_path = model_files
-    filters = []
+    filters, edges = [], []
 
     def recording_predictor_from_args(*args, **options):
         segmenter = predictor_from_args(*args, **options)
         filters.append(segmenter.predictor.region_filter)
+        edges.append(segmenter.predictor.edges)
         return segmenter
 
     monkeypatch.setattr(video, "predictor_from_args", recording_predictor_from_args)
@@ -116,6 +117,10 @@ def test_video_region_options_follow_the_subject(tmp_path: Path, model_files, mo
     assert region_filter.track_subject  # frames of one video: the subject is followed
     # Regions are chosen on the network's probabilities: the model_files config's 64x96 input.
     assert region_filter.previous_subject.shape == (64, 96)
+    # guided-filter edges are off in video unless asked for, with the cleaning's fraction
+    assert run_video("--input", str(source), "--output", str(tmp_path / "edges.mp4"),
+                     *model_args, "--edge_refine", "--min_region_frac", "0.1") == 0
+    assert edges[0] is None and edges[1].min_region_frac == 0.1
     with pytest.raises(HumanSegError, match=r"min_region_frac must lie in \[0, 1\]"):
         run_video("--input", str(source), "--output", str(tmp_path / "bad.mp4"), *model_args,
                   "--min_region_frac", "-0.1")

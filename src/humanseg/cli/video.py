@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-smooth", action="store_true", help="turn temporal smoothing off")
     parser.add_argument("--max_frames", type=int, help="stop after this many frames")
     add_regions(parser)
+    parser.add_argument("--edge_refine", action="store_true",
+                        help="make the person edges follow the frame's (a guided filter: about "
+                             "as costly per 640x480 frame as the model; off by default in video)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
     on_torch = backend_from_args(args) == "torch"
     restore_threads = set_torch_threads(args.threads) if on_torch else None
     try:
-        predictor = predictor_from_args(args, device=args.device,
-                                        track_subject=True, **region_options(args)).predictor
+        predictor = predictor_from_args(args, device=args.device, track_subject=True,
+                                        refine_edges=args.edge_refine,
+                                        **region_options(args)).predictor
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not is_camera(args.input) else 0
         if args.max_frames is not None and total > 0:
             total = min(total, args.max_frames)

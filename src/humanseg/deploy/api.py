@@ -33,6 +33,7 @@ from humanseg.engine.runtime import (
 )
 from humanseg.errors import HumanSegError
 from humanseg.io import read_image
+from humanseg.ops.edges import EdgeRefiner
 from humanseg.ops.regions import (
     DEFAULT_CONFIDENT_PEAK,
     DEFAULT_MIN_REGION_AREA,
@@ -95,9 +96,11 @@ def _onnxruntime_forward(config_path: Path, model_path: Path, cfg: dict[str, Any
 
 def build_predictor(config_path: str | os.PathLike, model_path: str | os.PathLike,
                     backend: str = "auto", device: str = "cpu", precision: str = "fp32",
-                    region_filter: RegionFilter | None = None) -> Predictor:
+                    region_filter: RegionFilter | None = None,
+                    edges: EdgeRefiner | None = None) -> Predictor:
     """The engine's `Predictor` for a config and model file on the chosen backend
-    (`resolve_backend`), preprocessing with the config's val transforms."""
+    (`resolve_backend`), preprocessing with the config's val transforms; `edges` refines the
+    person edges of a two-class model (ignored for other models)."""
     from humanseg.builder import load_config
 
     config_path, model_path = Path(config_path), Path(model_path)
@@ -113,7 +116,8 @@ def build_predictor(config_path: str | os.PathLike, model_path: str | os.PathLik
     if "val_dataset" not in cfg or "transforms" not in cfg["val_dataset"]:
         raise HumanSegError(f"{config_path}: val_dataset.transforms is needed for preprocessing")
     pipeline = build_inference_transforms(cfg["val_dataset"]["transforms"])
-    return Predictor(forward, pipeline, num_classes, region_filter)
+    return Predictor(forward, pipeline, num_classes, region_filter,
+                     edges if num_classes == 2 else None)
 
 
 def as_image(image: ImageInput, name: str = "image") -> np.ndarray:
@@ -195,7 +199,8 @@ def load_predictor(model: str | os.PathLike = PACKAGED_MODEL,
                    min_region_frac: float = DEFAULT_MIN_REGION_FRAC, main_subject: bool = False,
                    track_subject: bool = False,
                    min_region_area: float = DEFAULT_MIN_REGION_AREA,
-                   confident_peak: float = DEFAULT_CONFIDENT_PEAK) -> Segmenter:
+                   confident_peak: float = DEFAULT_CONFIDENT_PEAK,
+                   refine_edges: bool = True) -> Segmenter:
     """Load a model for segmenting photos.
 
     Args:
@@ -215,6 +220,8 @@ def load_predictor(model: str | os.PathLike = PACKAGED_MODEL,
             output map (0: off).
         confident_peak: keep a small region anyway when its peak person probability exceeds
             this (1: every small region is dropped).
+        refine_edges: make the person edges follow the photo's (a guided filter,
+            `humanseg.ops.edges`; two-class models); False keeps the network's resampled edges.
     """
     _check_choice("device", device, DEVICES)
     _check_choice("precision", precision, PRECISIONS)
@@ -229,8 +236,9 @@ def load_predictor(model: str | os.PathLike = PACKAGED_MODEL,
         config_path, model_path = Path(config), Path(model)
     region_filter = RegionFilter(min_region_frac, main_subject, track_subject=track_subject,
                                  min_region_area=min_region_area, confident_peak=confident_peak)
+    edges = EdgeRefiner(min_region_frac=min_region_frac) if refine_edges else None
     return Segmenter(build_predictor(config_path, model_path, backend, device, precision,
-                                     region_filter))
+                                     region_filter, edges))
 
 
 def segment(image: ImageInput, **options: Any) -> SegmentResult:

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
 from humanseg.data.inference import InferencePipeline, Placement, photo_label, photo_map
 from humanseg.engine.runtime import autocast, softmax
 from humanseg.errors import HumanSegError
+from humanseg.ops.edges import EdgeRefiner, grey_level, unsupported_regions
 from humanseg.ops.regions import RegionFilter
 
 if TYPE_CHECKING:
@@ -63,34 +66,74 @@ class Prediction:
     probabilities: np.ndarray  # float32 [C, h, w], softmax over C
     placement: Placement  # photo pixel centres -> `probabilities` pixel centres
     size: tuple[int, int]  # the photo's (H, W)
+    photo: np.ndarray | None = None  # the RGB uint8 photo, kept when `edges` refines the mask
+    edges: EdgeRefiner | None = None  # two classes: the person edges follow the photo's
 
     def label(self) -> np.ndarray:
         """Class indices uint8 [H, W] at the photo's size."""
+        if self.edges is not None:
+            return (self._refined_alpha > 0.5).view(np.uint8)
         return photo_label(self.probabilities, self.placement, self.size)
 
     def alpha(self) -> np.ndarray:
         """Person probability float32 [H, W] (every class but the background class 0)."""
+        if self.edges is not None:
+            return self._refined_alpha.copy()
         return photo_map(1.0 - self.probabilities[0], self.placement, self.size)
 
     def probabilities_full(self) -> np.ndarray:
         """Class probabilities float32 [C, H, W] at the photo's size."""
+        if self.edges is not None:
+            return np.stack([1.0 - self._refined_alpha, self._refined_alpha])
         return photo_map(self.probabilities, self.placement, self.size)
+
+    @cached_property
+    def _refined_alpha(self) -> np.ndarray:
+        """The person probability with the photo's edges (`humanseg.ops.edges`): the linear fit
+        against the grey photo on a small grid, its coefficients resampled to the photo; then
+        person regions the network's mask does not support (`unsupported_regions`) are set to 0
+        and background regions its background does not support to 1."""
+        if self.photo is None or self.edges is None:
+            raise HumanSegError("edge refinement needs the photo")
+        grid = self.edges.grid(self.size)
+        alpha = photo_map(1.0 - self.probabilities[0],
+                          Placement.resize(grid, self.size).then(self.placement), grid)
+        grey = grey_level(self.photo)
+        small = cv2.resize(grey, grid[::-1], interpolation=cv2.INTER_AREA)
+        slope, intercept = self.edges.coefficients(small.astype(np.float32) / 255, alpha)
+        to_grid = Placement.resize(self.size, grid)
+        refined = photo_map(slope / 255, to_grid, self.size)
+        np.multiply(refined, grey, out=refined)  # grey is cast in buffered chunks
+        refined += photo_map(intercept, to_grid, self.size)
+        np.clip(refined, 0.0, 1.0, out=refined)
+        person = refined > 0.5
+        plain = photo_label(self.probabilities, self.placement, self.size).view(bool)
+        refined[unsupported_regions(person, plain, self.edges.min_region_frac)] = 0.0
+        background = refined <= 0.5
+        refined[unsupported_regions(background, ~plain)] = 1.0
+        return refined
 
 
 class Predictor:
     """Preprocess with the config's val transforms, run `forward`, map scores back to the photo."""
 
     def __init__(self, forward: Forward, transforms: InferencePipeline | Transform,
-                 num_classes: int, region_filter: RegionFilter | None = None) -> None:
+                 num_classes: int, region_filter: RegionFilter | None = None,
+                 edges: EdgeRefiner | None = None) -> None:
         """`transforms`: an `InferencePipeline` (which knows where each photo lands in the network
         input: padding, resizing), or any image -> normalised float32 [3, h, w] callable, taken
         to stretch the whole photo onto the network input. `region_filter` (optional) cleans
         the probabilities of small or secondary person regions, at the network's resolution
-        (cheap, and every map made from the prediction agrees)."""
+        (cheap, and every map made from the prediction agrees). `edges` (optional, two-class
+        models) makes the person mask's edges follow the photo's."""
         self.forward = forward
         self.transforms = transforms
         self.num_classes = int(num_classes)
         self.region_filter = region_filter
+        if edges is not None and self.num_classes != 2:
+            raise HumanSegError(f"edge refinement needs a two-class (person) model, this one has "
+                                f"{self.num_classes} classes")
+        self.edges = edges
 
     def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, Placement]:
         """The network input and where the photo's pixels lie in it."""
@@ -113,7 +156,8 @@ class Predictor:
         probabilities = softmax(logits[0], axis=0).astype(np.float32)
         if self.region_filter is not None:
             probabilities = self.region_filter(probabilities)
-        return Prediction(probabilities, placement, image.shape[:2])
+        photo = image if self.edges is not None else None
+        return Prediction(probabilities, placement, image.shape[:2], photo, self.edges)
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """Class probabilities float32 [C, H, W] at the size of `image` (RGB uint8 [H, W, 3])."""
