@@ -9,7 +9,7 @@ import os
 import sys
 from dataclasses import asdict
 
-from humanseg.cli.options import add_backend
+from humanseg.cli.options import add_backend, add_compile
 from humanseg.deploy.api import PACKAGED_MODEL
 from humanseg.deploy.serve import (
     DEFAULT_ONNXRUNTIME_WEB,
@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="config of another model (with --model_path)")
     parser.add_argument("--model_path", help="model.pt, or model.onnx with --backend onnxruntime")
     add_backend(parser, "inference engine (onnxruntime exports a .pt model once, cached)")
+    add_compile(parser)
     parser.add_argument("--workers", type=positive, default=1, help="server processes")
     parser.add_argument("--threads", type=positive, default=1,
                         help="torch CPU threads per process (onnxruntime uses 2)")
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = ServeSettings(args.model, args.config, args.model_path, args.backend,
-                             args.threads, args.max_bytes, args.max_pixels, args.onnxruntime_web)
+                             args.threads, args.max_bytes, args.max_pixels, args.onnxruntime_web,
+                             args.compile)
     app = build_app(settings)
     if not is_loopback(args.host):
         print(f"[SERVE] warning: binding {args.host}: reachable from other machines",

@@ -11,6 +11,7 @@ import cv2
 
 from humanseg.cli.options import (
     add_backend,
+    add_compile,
     add_device,
     add_model,
     add_regions,
@@ -42,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model(parser)
     add_backend(parser)
     add_device(parser)
+    add_compile(parser)
     parser.add_argument(
         "--threads",
         type=int,
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     capture = open_capture(args.input)
     restore_threads = set_torch_threads(args.threads) if args.backend == "torch" else None
     try:
-        predictor = predictor_from_args(args, device=args.device,
+        predictor = predictor_from_args(args, device=args.device, compile=args.compile,
                                         track_subject=True, **region_options(args)).predictor
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not is_camera(args.input) else 0
         if args.max_frames is not None and total > 0:

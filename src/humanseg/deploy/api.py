@@ -74,9 +74,10 @@ def _onnxruntime_forward(config_path: Path, model_path: Path, cfg: dict[str, Any
 
 def build_predictor(config_path: str | os.PathLike, model_path: str | os.PathLike,
                     backend: str = "torch", device: str = "cpu", precision: str = "fp32",
-                    region_filter: RegionFilter | None = None) -> Predictor:
+                    region_filter: RegionFilter | None = None, compile: bool = False,
+                    ) -> Predictor:
     """The engine's `Predictor` for a config and model file on the chosen backend, preprocessing
-    with the config's val transforms."""
+    with the config's val transforms (`compile`: torch.compile the torch backend's model)."""
     from humanseg.builder import load_config
 
     config_path, model_path = Path(config_path), Path(model_path)
@@ -88,7 +89,7 @@ def build_predictor(config_path: str | os.PathLike, model_path: str | os.PathLik
         torch_device = resolve_device(device)
         check_precision(precision, torch_device)
         cfg, model = load_inference_model(config_path, model_path, torch_device)
-        forward = TorchForward(model, torch_device, precision)
+        forward = TorchForward(model, torch_device, precision, compile)
         num_classes = int(model.num_classes)
     if "val_dataset" not in cfg or "transforms" not in cfg["val_dataset"]:
         raise HumanSegError(f"{config_path}: val_dataset.transforms is needed for preprocessing")
@@ -175,7 +176,8 @@ def load_predictor(model: str | os.PathLike = PACKAGED_MODEL,
                    min_region_frac: float = DEFAULT_MIN_REGION_FRAC, main_subject: bool = False,
                    track_subject: bool = False,
                    min_region_area: float = DEFAULT_MIN_REGION_AREA,
-                   confident_peak: float = DEFAULT_CONFIDENT_PEAK) -> Segmenter:
+                   confident_peak: float = DEFAULT_CONFIDENT_PEAK,
+                   compile: bool = False) -> Segmenter:
     """Load a model for segmenting photos.
 
     Args:
@@ -193,6 +195,9 @@ def load_predictor(model: str | os.PathLike = PACKAGED_MODEL,
             output map (0: off).
         confident_peak: keep a small region anyway when its peak person probability exceeds
             this (1: every small region is dropped).
+        compile: run the torch backend's model through `torch.compile` (inductor, weights
+            frozen): the first photo waits for the compile (20-60 s on 2 CPU cores), later ones
+            run 10-40% faster; where compiling fails, one warning and the eager model.
     """
     _check_choice("device", device, DEVICES)
     _check_choice("precision", precision, PRECISIONS)
@@ -208,7 +213,7 @@ def load_predictor(model: str | os.PathLike = PACKAGED_MODEL,
     region_filter = RegionFilter(min_region_frac, main_subject, track_subject=track_subject,
                                  min_region_area=min_region_area, confident_peak=confident_peak)
     return Segmenter(build_predictor(config_path, model_path, backend, device, precision,
-                                     region_filter))
+                                     region_filter, compile))
 
 
 def segment(image: ImageInput, **options: Any) -> SegmentResult:

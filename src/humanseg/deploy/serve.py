@@ -111,6 +111,7 @@ class ServeSettings:
     max_bytes: int = Limits.max_bytes
     max_pixels: int = Limits.max_pixels
     onnxruntime_web: str | None = DEFAULT_ONNXRUNTIME_WEB
+    compile: bool = False  # torch.compile the torch backend's model (see load_predictor)
 
 
 def load_model(settings: ServeSettings) -> ServedModel:
@@ -123,7 +124,8 @@ def load_model(settings: ServeSettings) -> ServedModel:
                             "(or --config C --model_path P)")
     config_path, model_path = resolve_paths(settings.config, settings.model_path)
     name = PACKAGED_MODEL if settings.config is None else model_path.stem
-    predictor = load_predictor(model_path, config_path, settings.backend).predictor
+    predictor = load_predictor(model_path, config_path, settings.backend,
+                               compile=settings.compile).predictor
     return ServedModel(name, settings.backend, config_path, model_path, predictor)
 
 
