@@ -81,6 +81,7 @@ class OursBench:
         self.steps: dict[str, dict[str, Callable[[], object]]] = {"latency": {}, "unfused": {}}
         self.compile_s: dict[str, dict[str, float]] = {}
         if args.compile:
+            torch._dynamo.reset()  # no graphs or recompile counts left from the previous model
             self.steps["compiled"] = {}
             compiled_fused = CompiledModel(fused, freeze=True)
         for height, width in sizes:

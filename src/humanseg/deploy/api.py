@@ -83,6 +83,9 @@ def build_predictor(config_path: str | os.PathLike, model_path: str | os.PathLik
     config_path, model_path = Path(config_path), Path(model_path)
     _check_choice("backend", backend, BACKENDS)
     if backend == "onnxruntime":
+        if compile:
+            raise HumanSegError("compile: only the torch backend is compiled (onnxruntime "
+                                "optimises its graph itself); drop --compile or use torch")
         cfg = load_config(config_path, inference=True)
         forward, num_classes = _onnxruntime_forward(config_path, model_path, cfg)
     else:

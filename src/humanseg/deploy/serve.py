@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+import numpy as np
+
 from humanseg.deploy.api import PACKAGED_MODEL, load_predictor
 from humanseg.deploy.service import (
     FILE_FIELDS,
@@ -57,6 +59,7 @@ MULTIPART_OVERHEAD = 64 * 1024
 DEFAULT_ONNXRUNTIME_WEB = "node_modules/onnxruntime-web/dist"
 ORT_SCRIPT = "ort.wasm.min.js"
 EXPORT_TIMEOUT_S = 600
+COMPILE_PHOTO_SIDE = 64  # the blank photo that makes `--compile` compile at start-up
 
 
 class BrowserModel:
@@ -126,6 +129,8 @@ def load_model(settings: ServeSettings) -> ServedModel:
     name = PACKAGED_MODEL if settings.config is None else model_path.stem
     predictor = load_predictor(model_path, config_path, settings.backend,
                                compile=settings.compile).predictor
+    if settings.compile:  # compile now, at start-up, rather than during the first request
+        predictor.infer(np.zeros((COMPILE_PHOTO_SIDE, COMPILE_PHOTO_SIDE, 3), np.uint8))
     return ServedModel(name, settings.backend, config_path, model_path, predictor)
 
 

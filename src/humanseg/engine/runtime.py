@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from humanseg.errors import HumanSegError
+from humanseg.errors import HumanSegError, HumanSegWarning
 
 if TYPE_CHECKING:
     import torch
@@ -82,8 +82,11 @@ class CompiledModel:
 
         self.model = model
         options = {"freezing": True} if freeze and backend == "inductor" else None
-        self.compiled: Callable[..., Any] | None = torch.compile(model, backend=backend,
-                                                                  options=options)
+        # Static shapes: a new input shape compiles a new graph (the predictor's is fixed).
+        # Dynamic ones, which dynamo turns on for a second shape, fail in inductor on these
+        # models (torch 2.13: "cannot determine truth value of Relational").
+        self.compiled: Callable[..., Any] | None = torch.compile(
+            model, backend=backend, options=options, dynamic=False)
 
     def __call__(self, *inputs: Any) -> Any:
         """The model's output: compiled, or eager after a failed compile."""
@@ -96,9 +99,10 @@ class CompiledModel:
             return self.compiled(*inputs)
         except (torch._dynamo.exc.TorchDynamoException, torch._inductor.exc.InvalidCxxCompiler,
                 torch._inductor.exc.CppCompileError) as error:
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            warnings.warn(f"torch.compile failed, running eager instead: {reason[:200]}",
-                          RuntimeWarning, stacklevel=2)
+            cause = getattr(error, "inner_exception", None) or error  # the backend's own error
+            reason = " ".join(f"{type(cause).__name__}: {cause}".split())[:200]
+            warnings.warn(f"torch.compile failed, running eager instead: {reason}",
+                          HumanSegWarning, stacklevel=2)
             self.compiled = None
             return self.model(*inputs)
 
