@@ -7,8 +7,12 @@ latency is that of the BN-folded model under `torch.inference_mode` (what the pr
 path runs; the unfused model's is printed beside it). When `.venv-paddle` exists (`make
 parity`), PaddleSeg's models are measured in the same run with the same settings, model by
 model right after ours, in `--rounds` alternating rounds (median over rounds), and the ratios
-printed (PaddleSeg time / ours: above 1 means we are faster). Wall time is shown with process
-CPU time beside it: on a shared machine other load stretches wall time, CPU seconds much less.
+printed (PaddleSeg time / ours: above 1 means we are faster), the median's and each round's
+CPU-time ratio. Wall time is shown with process CPU time beside it: on a shared machine other
+load stretches wall time, CPU seconds much less. `--compile` adds our models under
+`torch.compile` (`humanseg.engine.runtime.CompiledModel`: the BN-folded model with frozen
+weights for inference, as `--compile` of predict/video/serve runs it, and the training step),
+each compiled once per model before the rounds, with the compile time printed below the table.
 Run: `.venv/bin/python benchmarks/bench_models.py`.
 """
 
