@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import torch
 import torch._inductor.config
+from torch._dynamo.utils import counters
 
 from humanseg.cli import main
 from humanseg.deploy.api import load_predictor
+from humanseg.deploy.serve import ServeSettings, load_model
 from humanseg.engine.predict import TorchForward
 from humanseg.engine.runtime import CompiledModel
 from humanseg.models import build_model
@@ -103,3 +105,13 @@ def test_compile_with_the_onnxruntime_backend_is_one_error_line(tmp_path: Path, 
     assert error.startswith("humanseg predict: error: compile: only the torch backend")
     assert "\n" not in error
     assert not (tmp_path / "out" / "label").exists()
+
+
+def test_serve_compiles_before_the_first_request(tmp_path: Path, write_model) -> None:
+    config, model_path = write_model(tmp_path, LITE, input_size=(64, 96))
+    counters.clear()
+    served = load_model(ServeSettings(config=str(config), model_path=str(model_path),
+                                      compile=True))
+    assert isinstance(served.predictor.forward.model, CompiledModel)
+    assert served.predictor.forward.model.compiled is not None
+    assert counters["stats"]["unique_graphs"] == 1  # compiled at start-up, once
