@@ -43,8 +43,8 @@ def add_compile(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true",
                         help="torch backend: compile the model with torch.compile (inductor; "
                         "needs a C++ compiler, else one warning and eager). The first image "
-                        "waits 20-60 s for the compile, later ones run 10-40%% faster on the "
-                        "CPU: for many images, a video or a server")
+                        "waits 30-100 s for the compile, later ones take up to 22%% less CPU: "
+                        "for many images, a video or a server")
 
 
 def add_model(parser: argparse.ArgumentParser,

@@ -199,8 +199,9 @@ def load_predictor(model: str | os.PathLike = PACKAGED_MODEL,
         confident_peak: keep a small region anyway when its peak person probability exceeds
             this (1: every small region is dropped).
         compile: run the torch backend's model through `torch.compile` (inductor, weights
-            frozen): the first photo waits for the compile (20-60 s on 2 CPU cores), later ones
-            run 10-40% faster; where compiling fails, one warning and the eager model.
+            frozen): the first photo waits for the compile (30-100 s on 2 CPU cores), later
+            ones take up to 22% less CPU (docs/benchmarks.md); where compiling fails, one
+            warning and the eager model.
     """
     _check_choice("device", device, DEVICES)
     _check_choice("precision", precision, PRECISIONS)
