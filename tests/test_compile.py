@@ -80,11 +80,12 @@ def test_a_failing_compiler_backend_falls_back_to_eager_with_one_warning(randomi
 def test_no_cxx_compiler_falls_back_to_eager(tmp_path: Path, monkeypatch, randomise) -> None:
     # A fresh cache, so that inductor has to build its kernels instead of loading cached ones.
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
-    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", (str(tmp_path / "no-such-g++"),))
     model = randomise(build_model(LITE))
     forward = TorchForward(model, torch.device("cpu"), compile=True)
     batch = np.random.default_rng(1).standard_normal((1, 3, 32, 48)).astype(np.float32)
-    with warnings.catch_warnings(record=True) as caught:
+    # inductor's own patch: monkeypatch.setattr would delete the setting on undo
+    with torch._inductor.config.patch({"cpp.cxx": (str(tmp_path / "no-such-g++"),)}), \
+            warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         actual = forward(batch)
     [message] = compile_warnings(caught)
