@@ -116,6 +116,7 @@ def test_auto_picks_onnxruntime_only_where_it_runs_the_model_as_asked() -> None:
         # CUDA and autocast precisions are the torch backend's
         assert resolve_backend("auto", DEFAULT_CONFIG, DEFAULT_MODEL, device="cuda") == "torch"
         assert resolve_backend("auto", DEFAULT_CONFIG, DEFAULT_MODEL, precision="bf16") == "torch"
+        assert resolve_backend("auto", DEFAULT_CONFIG, DEFAULT_MODEL, compile=True) == "torch"
 
 
 @pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="packaged model absent")

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from humanseg.cli.options import (
     add_backend,
+    add_compile,
     add_device,
     add_model,
     add_precision,
@@ -42,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_backend(parser)
     add_device(parser)
     add_precision(parser, "autocast precision of the torch backend (fp16 needs --device cuda)")
+    add_compile(parser)
     add_regions(parser)
     parser.add_argument("--no_edge_refine", action="store_true",
                         help="keep the network's resampled person edges instead of making them "
@@ -61,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     for folder in (save_dir, *(save_dir / name for name in OUTPUT_DIRS)):
         check_output_path(folder, folder=True)  # before the model loads: fail at once
     segmenter = predictor_from_args(args, device=args.device, precision=args.precision,
-                                    refine_edges=not args.no_edge_refine, **region_options(args))
+                                    refine_edges=not args.no_edge_refine, compile=args.compile,
+                                    **region_options(args))
     failed = 0
     for path, name in tqdm(list(zip(paths, output_names(paths), strict=True)), desc="predict",
                            unit="img", disable=len(paths) < 2):

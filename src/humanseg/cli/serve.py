@@ -9,7 +9,7 @@ import os
 import sys
 from dataclasses import asdict
 
-from humanseg.cli.options import add_backend
+from humanseg.cli.options import add_backend, add_compile
 from humanseg.deploy.api import PACKAGED_MODEL
 from humanseg.deploy.serve import (
     DEFAULT_ONNXRUNTIME_WEB,
@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_backend(parser, "inference engine; auto: onnxruntime for a .onnx file and for the "
                         "packaged model, else torch (onnxruntime exports another .pt model once, "
                         "cached)")
+    add_compile(parser)
     parser.add_argument("--workers", type=positive, default=1, help="server processes")
     parser.add_argument("--threads", type=positive, default=1,
                         help="torch CPU threads per process (onnxruntime uses 2)")
@@ -54,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = ServeSettings(args.model, args.config, args.model_path, args.backend,
-                             args.threads, args.max_bytes, args.max_pixels, args.onnxruntime_web)
+                             args.threads, args.max_bytes, args.max_pixels, args.onnxruntime_web,
+                             args.compile)
     app = build_app(settings)
     if not is_loopback(args.host):
         print(f"[SERVE] warning: binding {args.host}: reachable from other machines",

@@ -11,6 +11,7 @@ import cv2
 
 from humanseg.cli.options import (
     add_backend,
+    add_compile,
     add_device,
     add_model,
     add_regions,
@@ -43,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model(parser)
     add_backend(parser)
     add_device(parser)
+    add_compile(parser)
     parser.add_argument(
         "--threads",
         type=int,
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     restore_threads = set_torch_threads(args.threads) if on_torch else None
     try:
         predictor = predictor_from_args(args, device=args.device, track_subject=True,
-                                        refine_edges=args.edge_refine,
+                                        refine_edges=args.edge_refine, compile=args.compile,
                                         **region_options(args)).predictor
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not is_camera(args.input) else 0
         if args.max_frames is not None and total > 0:

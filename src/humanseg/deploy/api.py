@@ -55,17 +55,18 @@ def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 
 def resolve_backend(backend: str, config_path: str | os.PathLike,
                     model_path: str | os.PathLike, device: str = "cpu",
-                    precision: str = "fp32") -> str:
+                    precision: str = "fp32", compile: bool = False) -> str:
     """The backend that runs a model: `backend` itself unless it is "auto", which picks
     onnxruntime for an `.onnx` file and for the packaged model (shipped as ONNX too) on the CPU
-    at fp32 (same masks, a fraction of the start-up and frame time), else PyTorch."""
+    at fp32 without `compile` (same masks, a fraction of the start-up and frame time), else
+    PyTorch."""
     _check_choice("backend", backend, BACKENDS)
     if backend != "auto":
         return backend
     if Path(model_path).suffix.lower() == ".onnx":
         return "onnxruntime"
-    on_cpu_fp32 = device == "cpu" and precision == "fp32"
-    if on_cpu_fp32 and packaged_onnx(Path(config_path), Path(model_path)) is not None:
+    plain_cpu = device == "cpu" and precision == "fp32" and not compile
+    if plain_cpu and packaged_onnx(Path(config_path), Path(model_path)) is not None:
         return "onnxruntime"
     return "torch"
 
@@ -97,21 +98,26 @@ def _onnxruntime_forward(config_path: Path, model_path: Path, cfg: dict[str, Any
 def build_predictor(config_path: str | os.PathLike, model_path: str | os.PathLike,
                     backend: str = "auto", device: str = "cpu", precision: str = "fp32",
                     region_filter: RegionFilter | None = None,
-                    edges: EdgeRefiner | None = None) -> Predictor:
+                    edges: EdgeRefiner | None = None, compile: bool = False) -> Predictor:
     """The engine's `Predictor` for a config and model file on the chosen backend
     (`resolve_backend`), preprocessing with the config's val transforms; `edges` refines the
-    person edges of a two-class model (ignored for other models)."""
+    person edges of a two-class model (ignored for other models); `compile`: torch.compile the
+    torch backend's model."""
     from humanseg.builder import load_config
 
     config_path, model_path = Path(config_path), Path(model_path)
-    if resolve_backend(backend, config_path, model_path, device, precision) == "onnxruntime":
+    backend = resolve_backend(backend, config_path, model_path, device, precision, compile)
+    if backend == "onnxruntime":
+        if compile:
+            raise HumanSegError("compile: only the torch backend is compiled (onnxruntime "
+                                "optimises its graph itself); drop --compile or use torch")
         cfg = load_config(config_path, inference=True)
         forward, num_classes = _onnxruntime_forward(config_path, model_path, cfg)
     else:
         torch_device = resolve_device(device)
         check_precision(precision, torch_device)
         cfg, model = load_inference_model(config_path, model_path, torch_device)
-        forward = TorchForward(model, torch_device, precision)
+        forward = TorchForward(model, torch_device, precision, compile)
         num_classes = int(model.num_classes)
     if "val_dataset" not in cfg or "transforms" not in cfg["val_dataset"]:
         raise HumanSegError(f"{config_path}: val_dataset.transforms is needed for preprocessing")
@@ -200,7 +206,7 @@ def load_predictor(model: str | os.PathLike = PACKAGED_MODEL,
                    track_subject: bool = False,
                    min_region_area: float = DEFAULT_MIN_REGION_AREA,
                    confident_peak: float = DEFAULT_CONFIDENT_PEAK,
-                   refine_edges: bool = True) -> Segmenter:
+                   refine_edges: bool = True, compile: bool = False) -> Segmenter:
     """Load a model for segmenting photos.
 
     Args:
@@ -222,6 +228,10 @@ def load_predictor(model: str | os.PathLike = PACKAGED_MODEL,
             this (1: every small region is dropped).
         refine_edges: make the person edges follow the photo's (a guided filter,
             `humanseg.ops.edges`; two-class models); False keeps the network's resampled edges.
+        compile: run the torch backend's model through `torch.compile` (inductor, weights
+            frozen): the first photo waits for the compile (30-100 s on 2 CPU cores), later
+            ones take up to 22% less CPU (docs/benchmarks.md); where compiling fails, one
+            warning and the eager model. With backend "auto" it picks torch.
     """
     _check_choice("device", device, DEVICES)
     _check_choice("precision", precision, PRECISIONS)
@@ -238,7 +248,7 @@ def load_predictor(model: str | os.PathLike = PACKAGED_MODEL,
                                  min_region_area=min_region_area, confident_peak=confident_peak)
     edges = EdgeRefiner(min_region_frac=min_region_frac) if refine_edges else None
     return Segmenter(build_predictor(config_path, model_path, backend, device, precision,
-                                     region_filter, edges))
+                                     region_filter, edges, compile))
 
 
 def segment(image: ImageInput, **options: Any) -> SegmentResult:

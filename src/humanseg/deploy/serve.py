@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+import numpy as np
+
 from humanseg.deploy.api import PACKAGED_MODEL, load_predictor, resolve_backend
 from humanseg.deploy.service import (
     FILE_FIELDS,
@@ -57,6 +59,7 @@ MULTIPART_OVERHEAD = 64 * 1024
 DEFAULT_ONNXRUNTIME_WEB = "node_modules/onnxruntime-web/dist"
 ORT_SCRIPT = "ort.wasm.min.js"
 EXPORT_TIMEOUT_S = 600
+COMPILE_PHOTO_SIDE = 64  # the blank photo that makes `--compile` compile at start-up
 
 
 class BrowserModel:
@@ -111,6 +114,7 @@ class ServeSettings:
     max_bytes: int = Limits.max_bytes
     max_pixels: int = Limits.max_pixels
     onnxruntime_web: str | None = DEFAULT_ONNXRUNTIME_WEB
+    compile: bool = False  # torch.compile the torch backend's model (see load_predictor)
 
 
 def load_model(settings: ServeSettings) -> ServedModel:
@@ -123,12 +127,16 @@ def load_model(settings: ServeSettings) -> ServedModel:
                             "(or --config C --model_path P)")
     config_path, model_path = resolve_paths(settings.config, settings.model_path)
     name = PACKAGED_MODEL if settings.config is None else model_path.stem
-    backend = resolve_backend(settings.backend, config_path, model_path)
+    backend = resolve_backend(settings.backend, config_path, model_path,
+                              compile=settings.compile)
     if backend == "torch":
         import torch
 
         torch.set_num_threads(settings.threads)
-    predictor = load_predictor(model_path, config_path, backend).predictor
+    predictor = load_predictor(model_path, config_path, backend,
+                               compile=settings.compile).predictor
+    if settings.compile:  # compile now, at start-up, rather than during the first request
+        predictor.infer(np.zeros((COMPILE_PHOTO_SIDE, COMPILE_PHOTO_SIDE, 3), np.uint8))
     return ServedModel(name, backend, config_path, model_path, predictor)
 
 

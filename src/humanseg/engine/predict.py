@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from humanseg.data.inference import InferencePipeline, Placement, photo_label, photo_map
-from humanseg.engine.runtime import autocast, softmax
+from humanseg.engine.runtime import CompiledModel, autocast, softmax
 from humanseg.errors import HumanSegError
 from humanseg.ops.edges import EdgeRefiner, grey_level, unsupported_regions
 from humanseg.ops.regions import RegionFilter
@@ -36,12 +36,16 @@ Transform = Callable[[np.ndarray], np.ndarray]
 class TorchForward:
     """A PyTorch model as a NumPy-in, NumPy-out `forward` for `Predictor`."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str = "fp32"):
+    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str = "fp32",
+                 compile: bool = False) -> None:
         """Keep an eval-mode copy of the model with BN folded into its convolutions (faster, same
-        logits), its device and the autocast precision."""
+        logits), its device and the autocast precision; `compile`: run the copy through
+        `torch.compile` (`CompiledModel`: the first call compiles, eager if that fails)."""
         from humanseg.models import fuse  # torch-only: the onnxruntime path never imports it
 
-        self.model = fuse(model)
+        self.model: Callable[[torch.Tensor], torch.Tensor] = fuse(model)
+        if compile:
+            self.model = CompiledModel(self.model, freeze=True)
         self.device = device
         self.precision = precision
 

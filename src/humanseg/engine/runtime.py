@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from humanseg.errors import HumanSegError
+from humanseg.errors import HumanSegError, HumanSegWarning
 
 if TYPE_CHECKING:
     import torch
@@ -63,6 +64,49 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16
     with torch.autocast(device_type=device.type, dtype=dtype):
         yield
+
+
+class CompiledModel:
+    """`model` run through `torch.compile` (inductor), or eager once compiling has failed.
+
+    torch.compile compiles on the first call (and again for a new input shape), so a missing
+    C++ compiler or an operation inductor cannot handle shows up there: then one warning line
+    says why and every call from then on runs the eager `model`. `freeze=True` (inference only:
+    weights become constants) lets inductor prepack the convolution weights for oneDNN. Pays
+    where a long-running process amortises the compile (tens of seconds on 2 cores); see
+    docs/benchmarks.md for the measured gain.
+    """
+
+    def __init__(self, model: torch.nn.Module, freeze: bool = False,
+                 backend: str | Callable[..., Any] = "inductor") -> None:
+        """Wrap `model` (compiled lazily, on the first call); `backend` as torch.compile's."""
+        import torch
+
+        self.model = model
+        options = {"freezing": True} if freeze and backend == "inductor" else None
+        # Static shapes: a new input shape compiles a new graph (the predictor's is fixed).
+        # Dynamic ones, which dynamo turns on for a second shape, fail in inductor on these
+        # models (torch 2.13: "cannot determine truth value of Relational").
+        self.compiled: Callable[..., Any] | None = torch.compile(
+            model, backend=backend, options=options, dynamic=False)
+
+    def __call__(self, *inputs: Any) -> Any:
+        """The model's output: compiled, or eager after a failed compile."""
+        if self.compiled is None:
+            return self.model(*inputs)
+        import torch._dynamo.exc
+        import torch._inductor.exc
+
+        try:
+            return self.compiled(*inputs)
+        except (torch._dynamo.exc.TorchDynamoException, torch._inductor.exc.InvalidCxxCompiler,
+                torch._inductor.exc.CppCompileError) as error:
+            cause = getattr(error, "inner_exception", None) or error  # the backend's own error
+            reason = " ".join(f"{type(cause).__name__}: {cause}".split())[:200]
+            warnings.warn(f"torch.compile failed, running eager instead: {reason}",
+                          HumanSegWarning, stacklevel=2)
+            self.compiled = None
+            return self.model(*inputs)
 
 
 def model_file(path: str | os.PathLike) -> Path:

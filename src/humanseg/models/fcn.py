@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from humanseg.errors import HumanSegError
 from humanseg.models.base import BACKBONES, MODELS, SegmentationModel
-from humanseg.models.layers import ConvBN, init_like_paddleseg
+from humanseg.models.layers import ConvBN, init_like_paddleseg, upsample_logits
 
 
 class FCNHead(nn.Module):
@@ -73,6 +72,4 @@ class FCN(SegmentationModel):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Head on the chosen backbone output, upsampled to the input size."""
         logits = self.head(self.backbone(x)[self.feature_index])
-        return F.interpolate(
-            logits, x.shape[-2:], mode="bilinear", align_corners=self.align_corners
-        )
+        return upsample_logits(logits, x.shape[-2:], self.align_corners)

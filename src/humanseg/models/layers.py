@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -77,6 +78,15 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     if capturing_graph():  # a graph has no memory layout; forcing one pins the batch size
         return x
     return x.contiguous(memory_format=torch.channels_last)
+
+
+def upsample_logits(logits: torch.Tensor, size: Sequence[int], align_corners: bool,
+                    ) -> torch.Tensor:
+    """Bilinear resize of few-channel logits to `size`, in NCHW: with 2 channels the
+    channels-last kernel has nothing to vectorise over and runs 2-4x slower (forward and
+    backward), and the model returns NCHW logits anyway."""
+    return F.interpolate(logits.contiguous(), tuple(size), mode="bilinear",
+                         align_corners=align_corners)
 
 
 def init_like_paddleseg(model: nn.Module) -> None:

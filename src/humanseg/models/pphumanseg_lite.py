@@ -14,7 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from humanseg.models.base import MODELS, SegmentationModel
-from humanseg.models.layers import ConvBN, capturing_graph, channels_last, init_like_paddleseg
+from humanseg.models.layers import (
+    ConvBN,
+    capturing_graph,
+    channels_last,
+    init_like_paddleseg,
+    upsample_logits,
+)
 
 
 class SeparableConvBN(nn.Module):
@@ -119,5 +125,5 @@ class PPHumanSegLite(SegmentationModel):
             x, shortcut.shape[-2:], mode="bilinear", align_corners=self.align_corners
         )
         x = self.classifier(self.decode1(torch.cat([shortcut, x], dim=1)))
-        return F.interpolate(x, size, mode="bilinear", align_corners=self.align_corners)
+        return upsample_logits(x, size, self.align_corners)
 
