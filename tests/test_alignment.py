@@ -64,14 +64,15 @@ def write_child_config(path: Path, val_dataset: dict, transforms: list | None) -
 
 def val_and_predict(tmp_path: Path, config: Path, pairs: list[tuple[Path, Path]]) -> tuple:
     """(mIoU from `humanseg val`, mIoU of `humanseg predict`'s label PNGs) on the same photos.
-    `val` scores the model itself, so predict runs without its default mask cleaning."""
+    `val` scores the model itself, so predict runs without its default mask cleaning and edge
+    refinement."""
     model = ["--config", str(config), "--model_path", str(PACKAGED_MODEL)]
     assert main(["val", *model, "--save_dir", str(tmp_path / "val")]) == 0
     evaluated = json.loads((tmp_path / "val" / "val_metrics.json").read_text())
     listing = tmp_path / "photos.txt"
     listing.write_text("".join(f"{image}\n" for image, _ in pairs))
     assert main(["predict", "--image_path", str(listing), *model, "--min_region_frac", "0",
-                 "--save_dir", str(tmp_path / "predict")]) == 0
+                 "--no_edge_refine", "--save_dir", str(tmp_path / "predict")]) == 0
     assert evaluated["images"] == len(pairs)
     return evaluated["miou"], predicted_miou(tmp_path / "predict" / "label", pairs)
 
