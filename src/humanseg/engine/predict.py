@@ -65,7 +65,9 @@ class Prediction:
 
     Full-size maps are made only on request and only as large as asked: `label()` and `alpha()`
     cost one byte / four bytes per photo pixel, `probabilities_full()` four bytes per pixel per
-    class (an 8000x6000 photo: 48 MB, 192 MB and 384 MB for two classes)."""
+    class (an 8000x6000 photo: 48 MB, 192 MB and 384 MB for two classes). With `edges` all three
+    come from one refined person probability (four bytes a pixel), made on the first request and
+    kept."""
 
     probabilities: np.ndarray  # float32 [C, h, w], softmax over C
     placement: Placement  # photo pixel centres -> `probabilities` pixel centres
