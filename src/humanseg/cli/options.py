@@ -98,12 +98,3 @@ def predictor_from_args(args: argparse.Namespace, **options: Any) -> Segmenter:
 
     config_path, model_path = resolve_paths(args.config, args.model_path)
     return load(model_path, config_path, args.backend, **options)
-
-
-def backend_from_args(args: argparse.Namespace) -> str:
-    """The backend `predictor_from_args` will run the verb's model on ("auto" resolved)."""
-    from humanseg.deploy.api import resolve_backend
-
-    config_path, model_path = resolve_paths(args.config, args.model_path)
-    return resolve_backend(args.backend, config_path, model_path, args.device,
-                           getattr(args, "precision", "fp32"), getattr(args, "compile", False))

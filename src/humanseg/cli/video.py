@@ -15,7 +15,6 @@ from humanseg.cli.options import (
     add_device,
     add_model,
     add_regions,
-    backend_from_args,
     predictor_from_args,
     region_options,
 )
@@ -30,6 +29,7 @@ from humanseg.deploy.video import (
     set_torch_threads,
     write_video,
 )
+from humanseg.engine.predict import TorchForward
 from humanseg.errors import HumanSegError, HumanSegWarning
 from humanseg.io import check_output_path
 
@@ -74,12 +74,13 @@ def run(args: argparse.Namespace) -> int:
                             "write the result to another file")
     background = parse_background(args.background)
     capture = open_capture(args.input)
-    on_torch = backend_from_args(args) == "torch"
-    restore_threads = set_torch_threads(args.threads) if on_torch else None
+    restore_threads = None
     try:
         predictor = predictor_from_args(args, device=args.device, track_subject=True,
                                         refine_edges=args.edge_refine, compile=args.compile,
                                         **region_options(args)).predictor
+        if isinstance(predictor.forward, TorchForward):  # the backend "auto" chose
+            restore_threads = set_torch_threads(args.threads)
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not is_camera(args.input) else 0
         if args.max_frames is not None and total > 0:
             total = min(total, args.max_frames)
