@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from humanseg.errors import HumanSegError
-from humanseg.ops.regions import DEFAULT_MIN_REGION_FRAC
+from humanseg.ops.regions import DEFAULT_MIN_REGION_FRAC, check_region_options
 
 # Chosen on the training split of every source in ../shared/data (docs/results.md, edges).
 DEFAULT_EDGE_SIDE = 384
@@ -48,7 +48,7 @@ class EdgeRefiner:
         radius: window radius, in pixels of that grid.
         eps: added to the grey level's variance in each window (grey in [0, 1]).
         min_region_frac: refined person regions smaller than this fraction of the largest are
-            dropped (`supported_regions`; the region cleaning's own fraction).
+            dropped (`unsupported_regions`; the region cleaning's own fraction).
     """
 
     long_side: int = DEFAULT_EDGE_SIDE
@@ -61,9 +61,7 @@ class EdgeRefiner:
         if self.long_side < 1 or self.radius < 1 or not self.eps > 0:
             raise HumanSegError(f"edge refinement: long_side and radius must be >= 1 and eps > 0,"
                                 f" got {self.long_side}, {self.radius}, {self.eps}")
-        if not 0.0 <= self.min_region_frac <= 1.0:
-            raise HumanSegError(f"edge refinement: min_region_frac must be in [0, 1], "
-                                f"got {self.min_region_frac}")
+        check_region_options(self.min_region_frac)
 
     def grid(self, size: tuple[int, int]) -> tuple[int, int]:
         """The fitting grid (h, w) for a photo of size (H, W): never larger than the photo."""
@@ -94,15 +92,13 @@ def unsupported_regions(mask: np.ndarray, support: np.ndarray,
     does. Made region by region within each one's bounding box: they are few and small."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8),
                                                                connectivity=8)
-    keep = np.zeros(count, bool)
-    keep[labels[mask & support]] = True
-    keep[0] = True  # outside `mask`: never dropped
-    area = np.where(keep, stats[:, cv2.CC_STAT_AREA], 0)
-    area[0] = 0
-    keep &= area >= min_region_frac * area.max()
-    keep[0] = True
+    supported = np.zeros(count, bool)
+    supported[labels[mask & support]] = True  # label 0 (outside `mask`) never gets here
+    area = np.where(supported, stats[:, cv2.CC_STAT_AREA], 0)
+    drop = ~supported | (area < min_region_frac * area.max())
+    drop[0] = False
     dropped = np.zeros(mask.shape, bool)
-    for region in np.flatnonzero(~keep):
+    for region in np.flatnonzero(drop):
         left, top, width, height = stats[region, :4]
         window = (slice(top, top + height), slice(left, left + width))
         dropped[window] |= labels[window] == region
