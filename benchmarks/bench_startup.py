@@ -39,6 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTO = REPO.parent / "shared" / "data" / "portraits" / "images" / "vs_100.jpg"
 DEFAULT_CONFIG = REPO / "src" / "humanseg" / "weights" / "default.yml"
+DEFAULT_MODEL = DEFAULT_CONFIG.with_name("default.pt")
 
 
 def timed_run(src: Path, argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
@@ -93,7 +94,7 @@ def main() -> None:
                    env={**env, "PYTHONPATH": str(REPO / "src")}, check=True,
                    stdout=subprocess.DEVNULL)
     shutil.copyfile(DEFAULT_CONFIG, work / "mine.yml")
-    shutil.copyfile(DEFAULT_CONFIG.with_suffix(".pt"), work / "mine.pt")
+    shutil.copyfile(DEFAULT_MODEL, work / "mine.pt")
     pairs = [(version, backend) for backend in COMMANDS for version in versions]
     samples: dict[tuple[str, str], list[tuple[float, ...]]] = {pair: [] for pair in pairs}
     for attempt in range(args.repeats + 1):
