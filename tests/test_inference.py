@@ -40,6 +40,11 @@ VAL_PIPELINES = {
     "normalize": [{"type": "Normalize"}],
     "normalize_imagenet": [{"type": "Normalize", "mean": [0.485, 0.456, 0.406],
                             "std": [0.229, 0.224, 0.225]}],
+    # geometry after Normalize works on its float output, kept CHW in memory (Normalize again
+    # at the end, as the test appends one to every pipeline)
+    "normalize_then_resize_and_pad": [{"type": "Normalize"},
+                                      {"type": "Resize", "target_size": [150, 120]},
+                                      {"type": "Padding", "target_size": [160, 130]}],
 }
 PHOTO_SHAPES = [(240, 180), (97, 301), (320, 300), (33, 33)]
 

@@ -17,7 +17,7 @@ from humanseg.errors import HumanSegError
 from humanseg.models import MODELS, SegmentationModel, build_model, fuse, load_model_file
 from humanseg.models.backbones import BACKBONES
 from humanseg.models.info import count_flops
-from humanseg.models.layers import ConvBN
+from humanseg.models.layers import ConvBN, with_zero_channels
 from humanseg.models.pphumanseg_lite import ShuffleBlock
 from humanseg.registry import config_keys
 
@@ -259,6 +259,46 @@ def test_fused_model_gives_the_unfused_logits(
     assert (actual - expected).abs().max() <= 1e-4
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is kept
+
+
+def test_lite_export_form_widens_the_shortcut_to_whole_channel_blocks_with_the_same_logits(
+) -> None:
+    model = randomize(build_model(LITE), (0.5, 1.5)).eval()
+    exported = model.export_form()
+    # 18 shortcut channels + 64 decoder channels = 82 become 32 + 64 = 96, whole blocks of 16
+    assert exported.shortcut.conv.out_channels == 32
+    assert exported.decode1.depthwise.conv.groups == 96
+    assert exported.decode1.pointwise.conv.in_channels == 96
+    x = torch.randn(2, 3, 70, 98, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected, actual = model(x), exported(x)
+    assert expected.std() > 0.1
+    assert (actual - expected).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize(("inputs", "depthwise"), [(False, False), (True, False), (True, True)])
+def test_zero_channels_leave_every_other_output_unchanged(inputs: bool, depthwise: bool) -> None:
+    generator = torch.Generator().manual_seed(0)
+    channels = 5
+    conv = nn.Conv2d(channels, channels if depthwise else 3, 3, padding=1,
+                     groups=channels if depthwise else 1)
+    with torch.no_grad():
+        conv.weight.normal_(generator=generator)
+        conv.bias.normal_(generator=generator)
+    wider = with_zero_channels(conv, 2, 4, inputs)
+    x = torch.randn(1, channels, 6, 7, generator=generator)
+    with torch.no_grad():
+        expected = conv(x)
+        if inputs:  # the new input channels carry anything at all: their weights are zero
+            x = torch.cat([x[:, :2], torch.randn(1, 4, 6, 7, generator=generator), x[:, 2:]], 1)
+        actual = wider(x)
+    if inputs and not depthwise:
+        assert actual.shape[1] == expected.shape[1]
+    else:  # four new outputs at 2..5, each exactly 0
+        assert actual.shape[1] == expected.shape[1] + 4
+        assert torch.equal(actual[:, 2:6], torch.zeros_like(actual[:, 2:6]))
+        actual = torch.cat([actual[:, :2], actual[:, 6:]], 1)
+    assert torch.allclose(actual, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("spec", [LITE, HRNET_SMALL])

@@ -156,3 +156,9 @@ def test_the_shipped_onnx_file_is_the_packaged_model() -> None:
     with torch.no_grad():
         expected = model(torch.from_numpy(inputs)).numpy()
     np.testing.assert_allclose(softmax(logits, axis=1), softmax(expected, axis=1), atol=1e-4)
+    # and it is the export form (`export_form`): the decoder joins 32 + 64 channels, not 18 + 64
+    import onnx
+
+    widths = {tuple(weight.dims[:2]) for weight in onnx.load(str(DEFAULT_ONNX)).graph.initializer
+              if len(weight.dims) == 4}
+    assert (96, 1) in widths and (64, 96) in widths and (82, 1) not in widths

@@ -30,7 +30,7 @@ from humanseg.deploy.onnx_runtime import OnnxRuntimeForward
 from humanseg.engine.runtime import softmax
 from humanseg.errors import HumanSegError
 from humanseg.io import atomic_path, read_image
-from humanseg.models import fuse
+from humanseg.models import SegmentationModel, fuse
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -85,7 +85,8 @@ def export_onnx(
     height, width = input_size
     check_input_size(model, height, width)
     model = model.eval()
-    fused = fuse(model)  # BN folded: a smaller graph; verified below against the unfused model
+    # BN folded (and layers widened for onnxruntime's kernels): verified below against `model`
+    fused = model.export_form() if isinstance(model, SegmentationModel) else fuse(model)
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(1, 3, height, width, generator=generator)
     dynamic_shapes = None

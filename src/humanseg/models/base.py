@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from humanseg.errors import HumanSegError
-from humanseg.models.layers import capturing_graph, channels_last
+from humanseg.models.layers import capturing_graph, channels_last, fuse
 from humanseg.registry import Registry
 
 # Networks by config `type` (`model:` sections) and backbones by name (`model.backbone:`).
@@ -49,6 +49,11 @@ class SegmentationModel(nn.Module):
         """Image batch [N, in_channels, H, W] -> contiguous logits [N, num_classes, H, W]."""
         self.check_input(x)
         return self.logits(channels_last(x)).contiguous()
+
+    def export_form(self) -> nn.Module:
+        """The copy written to ONNX: batch norm folded (`fuse`). A model may reshape layers
+        here for onnxruntime's kernels, as long as the logits stay the same."""
+        return fuse(self)
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise HumanSegError unless `x` is [N, in_channels, H, W], sides multiples of the

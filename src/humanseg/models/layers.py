@@ -64,6 +64,30 @@ def fuse(model: nn.Module) -> nn.Module:
     return fused
 
 
+def with_zero_channels(conv: nn.Conv2d, at: int, count: int, inputs: bool) -> nn.Conv2d:
+    """A copy of `conv` (bias folded in) with `count` zero channels inserted at channel `at` of
+    its inputs (`inputs`: weights that ignore them) or of its outputs (zero filters and biases);
+    a depthwise convolution gets both, one group per channel. The other outputs keep their
+    values, so a layer can take a width a kernel prefers without changing the network's result."""
+    weight = conv.weight.detach()
+    bias = conv.bias.detach() if conv.bias is not None else weight.new_zeros(conv.out_channels)
+    depthwise = conv.groups == conv.in_channels == conv.out_channels > 1
+    axis = 1 if inputs and not depthwise else 0
+    shape = list(weight.shape)
+    shape[axis] = count
+    weight = torch.cat([weight.narrow(axis, 0, at), weight.new_zeros(shape),
+                        weight.narrow(axis, at, weight.shape[axis] - at)], axis)
+    if axis == 0:
+        bias = torch.cat([bias[:at], bias.new_zeros(count), bias[at:]])
+    groups = weight.shape[0] if depthwise else conv.groups
+    wider = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], conv.kernel_size, conv.stride,
+                      conv.padding, conv.dilation, groups).to(weight.device)
+    with torch.no_grad():
+        wider.weight.copy_(weight)
+        wider.bias.copy_(bias)
+    return wider.eval()
+
+
 def capturing_graph() -> bool:
     """True while torch.jit.trace, torch.export / ONNX export or torch.compile records a graph."""
     return torch.jit.is_tracing() or torch.compiler.is_compiling()

@@ -81,12 +81,13 @@ def kept_regions(
             if overlap.max() > 0:
                 choice = int(np.argmax(overlap))
         keep = np.arange(count - 1) == choice
-    kept_lookup = np.concatenate(([False], keep))
-    subject = kept_lookup[ids]
-    dropped = np.concatenate(([False], ~keep))[ids]
     radius = max(1, round(EDGE_FRACTION * max(alpha.shape)))
     band = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)  # chessboard distance
-    allowed = cv2.dilate(subject.astype(np.uint8), band).astype(bool) & ~dropped
+    if keep.all():  # the usual case: nothing dropped, no lookups through the region ids
+        return KeptRegions(allowed=cv2.dilate(person, band).view(bool), subject=person.view(bool))
+    subject = np.concatenate(([False], keep))[ids]
+    dropped = np.concatenate(([False], ~keep))[ids]
+    allowed = cv2.dilate(subject.view(np.uint8), band).view(bool) & ~dropped
     return KeptRegions(allowed=allowed, subject=subject)
 
 
