@@ -18,9 +18,10 @@
    per second of the video pipeline at 640x480.
 4. Camera frames: a 640x480 frame in, a uint8 person mask at 640x480 out (resize, normalise,
    model, softmax, upsampling and threshold timed), onnxruntime on 1 thread in fp32 and int8
-   (static quantisation calibrated on 64 training-split photos) against MediaPipe's landscape
-   model (144x256, XNNPACK on 1 thread), in alternating rounds; the int8 model's mIoU on the
-   validation split is reported beside the fp32 one.
+   (static quantisation calibrated on 64 training-split photos), and fp32 exported without the
+   model's `export_form` (the plain BN-folded graph: before and after), against MediaPipe's
+   landscape model (144x256, XNNPACK on 1 thread), in alternating rounds; the int8 model's mIoU
+   on the validation split is reported beside the fp32 one.
 Ratios are measured within this one run; absolute numbers depend on the machine's load.
 """
 
@@ -284,6 +285,10 @@ def main() -> None:
         work = Path(tmp)
         onnx_path, int8_path = work / "model.onnx", work / "model_int8.onnx"
         export_onnx(model, onnx_path, input_size)
+        # Before the model's `export_form` (layers widened for onnxruntime's blocked kernels):
+        # the plain BN-folded graph, which a wrapper that hides `export_form` exports.
+        plain_path = work / "model_plain_export.onnx"
+        export_onnx(torch.nn.Sequential(model), plain_path, input_size)
         calibration_paths = [p for source in SOURCES for p in training_photos(source)]
         calibration = calibration_batches(
             calibration_paths, transforms, input_size, CALIBRATION_PHOTOS
@@ -301,10 +306,12 @@ def main() -> None:
 
         # MediaPipe's desktop build runs its XNNPACK delegate on 1 thread: time that setting too.
         onnx_single = OnnxRuntimeForward(onnx_path, num_threads=1)
+        plain_single = OnnxRuntimeForward(plain_path, num_threads=1)
         runners = {
             "torch": torch_call,
             "onnxruntime": lambda: onnx_forward(frame_np),
             "onnxruntime_1_thread": lambda: onnx_single(frame_np),
+            "onnxruntime_1_thread_plain_export": lambda: plain_single(frame_np),
             "onnxruntime_int8_1_thread": lambda: int8_single(frame_np),
         }
         latency = time_rounds(runners, args.repeats)
@@ -316,6 +323,8 @@ def main() -> None:
         fp32_single_predictor = Predictor(onnx_single, transforms, int(model.num_classes))
         camera = camera_frame_study(
             {"onnxruntime_fp32_1_thread": fp32_single_predictor,
+             "onnxruntime_fp32_1_thread_plain_export":
+                 Predictor(plain_single, transforms, int(model.num_classes)),
              "onnxruntime_int8_1_thread": int8_predictor},
             every_pair[0][0], Path(args.mediapipe_python), work,
         )

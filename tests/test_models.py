@@ -17,7 +17,7 @@ from humanseg.errors import HumanSegError
 from humanseg.models import MODELS, SegmentationModel, build_model, fuse, load_model_file
 from humanseg.models.backbones import BACKBONES
 from humanseg.models.info import count_flops
-from humanseg.models.layers import ConvBN, with_zero_channels
+from humanseg.models.layers import ConvBN, channels_last_weights, with_zero_channels
 from humanseg.models.pphumanseg_lite import ShuffleBlock
 from humanseg.registry import config_keys
 
@@ -259,6 +259,20 @@ def test_fused_model_gives_the_unfused_logits(
     assert (actual - expected).abs().max() <= 1e-4
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is kept
+
+
+def test_channels_last_weights_keep_the_logits_on_small_batch_one_inputs() -> None:
+    # 64x96 sends HRNet's low-resolution branches through PyTorch's own (non-oneDNN) kernel
+    model = randomize(build_model(HRNET_SMALL), (0.5, 1.5)).eval()
+    fused = fuse(model)
+    laid_out = channels_last_weights(fuse(model))
+    convs = [m for m in laid_out.modules() if isinstance(m, nn.Conv2d)]
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        expected, actual = fused(x), laid_out(x)
+    assert expected.std() > 0.1
+    assert (actual - expected).abs().max() <= 1e-4
 
 
 def test_lite_export_form_widens_the_shortcut_to_whole_channel_blocks_with_the_same_logits(

@@ -38,12 +38,14 @@ class TorchForward:
 
     def __init__(self, model: torch.nn.Module, device: torch.device, precision: str = "fp32",
                  compile: bool = False) -> None:
-        """Keep an eval-mode copy of the model with BN folded into its convolutions (faster, same
-        logits), its device and the autocast precision; `compile`: run the copy through
+        """Keep an eval-mode copy of the model with BN folded into its convolutions and their
+        weights channels-last (faster, same logits), its device and the autocast precision;
+        `compile`: run the copy through
         `torch.compile` (`CompiledModel`: the first call compiles, eager if that fails)."""
-        from humanseg.models import fuse  # torch-only: the onnxruntime path never imports it
+        # torch-only: the onnxruntime path never imports them
+        from humanseg.models.layers import channels_last_weights, fuse
 
-        self.model: Callable[[torch.Tensor], torch.Tensor] = fuse(model)
+        self.model: Callable[[torch.Tensor], torch.Tensor] = channels_last_weights(fuse(model))
         if compile:
             self.model = CompiledModel(self.model, freeze=True)
         self.device = device
