@@ -291,7 +291,7 @@ def main() -> None:
         export_onnx(torch.nn.Sequential(model), plain_path, input_size)
         calibration_paths = [p for source in SOURCES for p in training_photos(source)]
         calibration = calibration_batches(
-            calibration_paths, transforms, input_size, CALIBRATION_PHOTOS
+            calibration_paths, transforms.preprocess, input_size, CALIBRATION_PHOTOS
         )
         export_int8(model, int8_path, input_size, calibration)
         onnx_forward = OnnxRuntimeForward(onnx_path, num_threads=THREADS)
