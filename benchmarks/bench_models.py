@@ -31,7 +31,9 @@ from pathlib import Path
 
 # OpenMP threads that spin while waiting (libgomp's default) lose most of their time to other
 # processes on a shared machine; passive waiting is set before torch (and paddle) load OpenMP.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# `OMP_WAIT_POLICY=DEFAULT` leaves the OpenMP runtime's own default (a short spin, then sleep).
+if os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE").upper() == "DEFAULT":
+    del os.environ["OMP_WAIT_POLICY"]
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -195,7 +197,8 @@ def main() -> None:
         f"# torch {torch.__version__}, {args.threads} threads, {platform.machine()}; "
         f"median over {args.rounds} alternating rounds of the median of {args.repeats} "
         f"(latency) / {max(2, args.repeats // 4)} (train step) runs; ms wall (ms CPU); "
-        f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; load average {os.getloadavg()[0]:.1f}"
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
     compiled = " | ours compiled ms | PaddleSeg / compiled" if args.compile else ""
     print(

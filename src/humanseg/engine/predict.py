@@ -40,8 +40,8 @@ class TorchForward:
                  compile: bool = False) -> None:
         """Keep an eval-mode copy of the model with BN folded into its convolutions and their
         weights channels-last (faster, same logits), its device and the autocast precision;
-        `compile`: run the copy through
-        `torch.compile` (`CompiledModel`: the first call compiles, eager if that fails)."""
+        `compile`: run the copy through `torch.compile` (`CompiledModel`: the first call
+        compiles, eager if that fails)."""
         # torch-only: the onnxruntime path never imports them
         from humanseg.models.layers import channels_last_weights, fuse
 
