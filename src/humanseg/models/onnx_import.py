@@ -13,7 +13,9 @@ Both published forms load: batch norm as separate `BatchNormalization` nodes (co
 and batch norm folded into the convolutions (the folded kernel goes into our conv, the folded
 bias into the batch norm's shift, with the batch norm otherwise an identity: mean 0, variance
 1 - eps, scale 1). Such a folded model predicts exactly as exported but has no batch statistics
-to fine-tune from: train from the separate form, or with batch norm frozen.
+to fine-tune from: train from the separate form, or with batch norm frozen. Our own exports
+load too: a folded convolution that fits no layer is tried again without the all-zero channels
+`export_form` adds to widen a layer for onnxruntime.
 """
 
 from __future__ import annotations
@@ -64,6 +66,27 @@ class OnnxConv:
     weight: np.ndarray
     bias: np.ndarray | None
     batch_norm: dict[str, np.ndarray] | None  # scale, shift, mean, var (eps already applied)
+
+    def without_zero_channels(self) -> OnnxConv | None:
+        """This folded conv without the all-zero channels an export may add to widen a layer
+        (`SegmentationModel.export_form`): outputs whose filter and bias are zero and, for a
+        dense conv, inputs no filter reads; None when it has none."""
+        if self.batch_norm is not None:
+            return None
+        weight, groups = self.weight, self.signature.groups
+        bias = self.bias if self.bias is not None else np.zeros(len(weight), weight.dtype)
+        live = np.any(weight.reshape(len(weight), -1) != 0, axis=1) | (bias != 0)
+        depthwise = groups == len(weight) and weight.shape[1] == 1 and groups > 1
+        read = (np.any(weight != 0, axis=(0, 2, 3)) if groups == 1
+                else np.ones(weight.shape[1], bool))
+        if live.all() and read.all():
+            return None
+        narrowed = weight[live][:, read]
+        groups = int(live.sum()) if depthwise else groups
+        signature = ConvSignature(tuple(narrowed.shape), groups, self.signature.stride,
+                                  self.signature.padding)
+        return OnnxConv(self.name, signature, self.sources, narrowed,
+                        None if self.bias is None else bias[live], None)
 
 
 class _ProvenanceMode(TorchFunctionMode):
@@ -251,6 +274,11 @@ def match_convolutions(model: nn.Module, convs: list[OnnxConv],
         wanted = frozenset(onnx_to_ours.get(name, "?") for name in conv.sources)
         fits = [name for name, (signature, inputs) in unused.items()
                 if signature == conv.signature and inputs == wanted]
+        narrowed = conv.without_zero_channels() if not fits else None
+        if narrowed is not None:  # a layer our export widened with zero channels
+            conv = narrowed
+            fits = [name for name, (signature, inputs) in unused.items()
+                    if signature == conv.signature and inputs == wanted]
         if len(fits) != 1:
             reason = "no layer" if not fits else f"{len(fits)} layers ({', '.join(fits)})"
             raise HumanSegError(
