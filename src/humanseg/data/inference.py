@@ -152,8 +152,13 @@ def photo_map(scores: np.ndarray, placement: Placement, size: tuple[int, int]) -
 
 def photo_label(scores: np.ndarray, placement: Placement, size: tuple[int, int]) -> np.ndarray:
     """Class map uint8 [H, W]: argmax of the scores [C, h, w] sampled at the photo's pixels, a
-    strip of rows at a time so a large photo never holds every class's full-size map at once."""
+    strip of rows at a time so a large photo never holds every class's full-size map at once.
+    Two classes sample one map, their difference, whose sign is the argmax (bilinear sampling
+    is linear): OpenCV samples one channel with exact weights but several with 1/32 steps, and
+    one channel five times faster (a 640x480 label: 0.36 against 1.8 ms)."""
     height, width = size
+    if len(scores) == 2:
+        scores = np.subtract(scores[1], scores[0], dtype=np.float32)[None]
     groups, placement = _sources(scores, placement, size)
     label = np.empty((height, width), np.uint8)
     step = max(1, STRIP_BYTES // (4 * len(scores) * width))
@@ -164,10 +169,10 @@ def photo_label(scores: np.ndarray, placement: Placement, size: tuple[int, int])
 
 
 def class_argmax(scores: np.ndarray) -> np.ndarray:
-    """argmax over the last axis (ties to the lower class); two classes as one comparison, an
-    order of magnitude faster than NumPy's argmax over a length-2 axis (a camera frame's label)."""
-    if scores.shape[-1] == 2:
-        return scores[..., 1] > scores[..., 0]
+    """argmax over the last axis (ties to the lower class); a single channel holds two classes'
+    difference (class 1 minus class 0), so class 1 is where it is positive."""
+    if scores.shape[-1] == 1:
+        return scores[..., 0] > 0
     return scores.argmax(axis=-1)
 
 
