@@ -12,13 +12,15 @@ from scipy import ndimage
 
 from humanseg.errors import HumanSegError
 from humanseg.losses import SemanticConnectivityLoss
+from humanseg.ops.ccl import label_components
 from humanseg.ops.connectivity import (
     PlaneSoftmax,
+    TwoClassMargin,
     hard_connectivity_loss,
     labelling_threads,
-    sum_by_runs,
-    unique_with_inverse,
+    semantic_connectivity_per_image,
 )
+from humanseg.ops.connectivity_kernels import index_pieces
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
@@ -306,6 +308,32 @@ def test_gradient_matches_finite_differences(num_classes: int, unmatched: str) -
     assert torch.autograd.gradcheck(lambda x: loss.per_image(x, labels), (logits,))
 
 
+def test_two_class_margin_matches_plane_softmax_in_value_and_gradient() -> None:
+    """The compiled two-class route against torch's autograd of the same logistic form, with
+    exact ties (margin 0: pred 0, no gradient through |m|) and a missed class."""
+    rng = np.random.default_rng(5)
+    logits = rng.normal(0, 2, (3, 2, 16, 16)).astype(np.float32)
+    logits[0, 1, :4] = logits[0, 0, :4]  # ties
+    labels = (rng.random((3, 16, 16)) > 0.5).astype(np.int64)
+    labels[1, 3:9, 3:9] = 1
+    logits[1, 1] = logits[1, 0] - 1.0  # image 1 predicts no person: class 1 is missed
+    labels[2, 0] = 255
+    values, grads = [], []
+    for form in (TwoClassMargin, PlaneSoftmax):
+        leaf = torch.from_numpy(logits).requires_grad_(True)
+        per_image = semantic_connectivity_per_image(form(leaf), torch.from_numpy(labels), 2)
+        (per_image * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+        values.append(per_image.detach().numpy())
+        grads.append(leaf.grad.numpy())
+    np.testing.assert_allclose(values[0], values[1], rtol=1e-6)
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-4, atol=1e-9)
+    assert (grads[0][0, :, :4] == 0).all()  # ties
+    assert np.abs(grads[0][1]).max() > 0  # the missed class's gradient reaches its image
+    assert isinstance(TwoClassMargin.for_logits(torch.zeros(1, 2, 4, 4)), TwoClassMargin)
+    for other in (torch.zeros(1, 3, 4, 4), torch.zeros(1, 2, 4, 4, dtype=torch.bfloat16)):
+        assert isinstance(TwoClassMargin.for_logits(other), PlaneSoftmax)
+
+
 def test_one_gradient_step_raises_connectivity() -> None:
     label = np.zeros((1, 12, 12), dtype=np.int64)
     label[0, 2:10, 2:10] = 1  # an 8 x 8 person
@@ -409,31 +437,35 @@ def test_half_precision_logits_are_summed_in_float32() -> None:
     assert value.item() == pytest.approx(expected, abs=1e-6)
 
 
-@pytest.mark.parametrize("dense_limit", [0, 10**6])  # 0: always sort; 10**6: presence table
-def test_unique_with_inverse_both_ways(dense_limit: int) -> None:
-    keys = np.random.default_rng(1).integers(0, 5000, size=3000).astype(np.int32)
-    unique, inverse = unique_with_inverse(keys, 5000, dense_limit)
-    expected_unique, expected_inverse = np.unique(keys, return_inverse=True)
-    assert unique.dtype == np.int64
-    np.testing.assert_array_equal(unique, expected_unique)
-    np.testing.assert_array_equal(inverse, expected_inverse)
-    np.testing.assert_array_equal(unique[inverse], keys)
+@pytest.mark.parametrize("connectivity", [8, 4])
+def test_index_pieces_matches_numpy_grouping(connectivity: int) -> None:
+    """Pieces, their sums, areas and first pixels against np.unique and np.bincount over the
+    (component, agreeing label component) keys of every pixel, with ignored pixels."""
+    rng = np.random.default_rng(connectivity)
+    maps = [random_maps(rng, 12, 3, smooth) for smooth in (0.0, 1.0, 2.5, 0.0, 1.0)]
+    pred, label = (np.stack(pair).astype(np.uint8) for pair in zip(*maps, strict=True))
+    valid = label != 255
+    assert not valid.all()
+    probability = rng.random(pred.shape).astype(np.float32)
+    pred_cc = label_components(pred, valid, connectivity)
+    label_cc = label_components(label, valid, connectivity)
+    pieces = index_pieces(pred, label, valid, probability, pred_cc, label_cc)
 
-
-@pytest.mark.parametrize("run_length", [1, 2, 30])  # short runs: pixel index_add; long: segments
-def test_sum_by_runs_matches_bincount(run_length: int) -> None:
-    rng = np.random.default_rng(run_length)
-    values = torch.from_numpy(rng.random((2, 30, 31))).requires_grad_(True)
-    lengths = np.full(values.numel() // run_length, run_length)
-    lengths[-1] += values.numel() - lengths.sum()
-    run_bin = rng.integers(0, 7, size=lengths.size)
-    sums = sum_by_runs(values, lengths, run_bin, 9)
-    pixel_bin = np.repeat(run_bin, lengths)
-    expected = np.bincount(pixel_bin, weights=values.detach().numpy().ravel(), minlength=9)
-    np.testing.assert_allclose(sums.detach().numpy(), expected)
-    weights = torch.arange(9, dtype=torch.float64)
-    (sums * weights).sum().backward()  # d/d pixel = weight of its bin
-    np.testing.assert_array_equal(values.grad.numpy().ravel(), pixel_bin.astype(np.float64))
+    matched = valid & (pred == label)
+    keys = np.stack([pred_cc.ids.ravel(), np.where(matched, label_cc.ids, 0).ravel()], axis=1)
+    unique_keys, inverse = np.unique(keys, axis=0, return_inverse=True)
+    found = np.stack([pieces.piece_pred, pieces.piece_label], axis=1)
+    order = np.lexsort((found[:, 1], found[:, 0]))
+    np.testing.assert_array_equal(found[order], unique_keys)
+    np.testing.assert_array_equal(found[pieces.piece_of], keys)  # each pixel's own piece
+    sums = np.bincount(inverse.ravel(), weights=probability.ravel().astype(np.float64))
+    np.testing.assert_allclose(pieces.piece_sum[order], sums, rtol=1e-12)
+    for cc, area, first in (
+        (pred_cc, pieces.pred_area, pieces.pred_first),
+        (label_cc, pieces.label_area, pieces.label_first),
+    ):
+        np.testing.assert_array_equal(area, np.bincount(cc.ids.ravel(), minlength=cc.count + 1))
+        np.testing.assert_array_equal(first[1:], cc.first_pixel[1:])
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from humanseg.losses.base import LOSSES
 from humanseg.losses.inputs import check_logits_and_labels
 from humanseg.ops.connectivity import (
     UNMATCHED_MODES,
-    PlaneSoftmax,
+    TwoClassMargin,
     hard_connectivity_loss,
     semantic_connectivity_per_image,
 )
@@ -74,7 +74,7 @@ class SemanticConnectivityLoss(nn.Module):
             "SemanticConnectivityLoss", logits, labels, self.ignore_index
         )
         return semantic_connectivity_per_image(
-            PlaneSoftmax(logits), labels, logits.shape[1], self.ignore_index,
+            TwoClassMargin.for_logits(logits), labels, logits.shape[1], self.ignore_index,
             self.max_pred_num_conn, self.connectivity, self.unmatched,
         )
 

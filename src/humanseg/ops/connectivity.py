@@ -3,21 +3,69 @@ and the hard connectivity score of class maps (metrics); definition in docs/sc_l
 
 Hard masks (argmax) choose the connected components; the IoUs and areas are sums of the softmax
 probability of the component's class, so the value equals the hard definition for one-hot
-probabilities and still carries gradient to the logits. All per-pixel sums of a batch are one
-pass of sums over runs of pixels on the logits' device; the argmax and label maps visit the CPU
-for cc3d, and the per-component arithmetic runs in NumPy with its exact gradient.
+probabilities and still carries gradient to the logits. cc3d labels the argmax and label maps
+on the CPU, one compiled sweep (`connectivity_kernels`) sums the probabilities over the pieces
+the two labellings cut each other into, and the per-component arithmetic runs in NumPy with its
+exact gradient.
 """
 
 from __future__ import annotations
+
+from functools import cached_property
 
 import numpy as np
 import torch
 
 from humanseg.errors import HumanSegError
-from humanseg.ops.ccl import ComponentLabels, label_components
+from humanseg.ops.ccl import label_components
+from humanseg.ops.connectivity_kernels import (
+    BatchPieces,
+    index_pieces,
+    two_class_backward,
+)
 
 
-class PlaneSoftmax:
+class TorchProbabilities:
+    """A prediction whose probabilities are torch tensors (any device, any class count): the
+    gradient flows from the per-pixel probabilities through torch's autograd.
+
+    Subclasses give the hard map `pred`, `pred_probability()` and `probability(class_map)`.
+    """
+
+    pred: torch.Tensor
+
+    def pred_probability(self) -> torch.Tensor:
+        """Probability of the predicted class at each pixel, [N, H, W]."""
+        raise NotImplementedError
+
+    def probability(self, class_map: torch.Tensor) -> torch.Tensor:
+        """Probability of the class `class_map` [N, H, W] names at each pixel."""
+        raise NotImplementedError
+
+    @cached_property
+    def _summed(self) -> torch.Tensor:
+        """`pred_probability()` in the precision it is summed in: half precision would drop
+        pixels from sums over up to H * W of them, so at least float32."""
+        pred_prob = self.pred_probability()
+        return pred_prob.to(torch.promote_types(pred_prob.dtype, torch.float32))
+
+    def pred_map(self) -> np.ndarray:
+        """The hard map as a CPU array."""
+        return self.pred.detach().cpu().numpy()
+
+    def summed_probability(self) -> np.ndarray:
+        """The values the pieces sum, as a CPU array."""
+        return self._summed.detach().cpu().numpy()
+
+    def connectivity_loss(self, batch: ComponentBatch, labels: torch.Tensor) -> torch.Tensor:
+        """Per-image loss [N] of `batch` (indexed from this prediction), carrying gradient."""
+        label_prob = self._summed.new_zeros(0)
+        if batch.missed.any():  # probability of the label's class over each label component
+            label_prob = self.probability(labels).to(self._summed.dtype)
+        return _ConnectivityLoss.apply(self._summed, label_prob, batch)
+
+
+class PlaneSoftmax(TorchProbabilities):
     """Argmax and softmax probabilities of [N, C, H, W] logits, plane by plane over C.
 
     On CPU, elementwise work on the [N, H, W] planes is several times faster than
@@ -65,7 +113,7 @@ class PlaneSoftmax:
         return chosen / self._total
 
 
-class HardPrediction:
+class HardPrediction(TorchProbabilities):
     """A hard class map seen as one-hot probabilities: the SC loss of it is the hard definition."""
 
     def __init__(self, pred: torch.Tensor) -> None:
@@ -81,8 +129,50 @@ class HardPrediction:
         return (self.pred == class_map).to(torch.float32)
 
 
+class TwoClassMargin:
+    """Two-class float logits on the CPU: the argmax and probabilities of PlaneSoftmax's
+    logistic form from the margin m = l1 - l0, taken without autograd; the gradient is carried
+    to the logits by one compiled sweep (`connectivity_kernels`) instead of torch's ~6 passes
+    over the batch."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        """`logits`: [N, 2, H, W] float32 or float64 on the CPU (`for_logits` checks)."""
+        self.logits = logits
+        with torch.no_grad():
+            margin = logits[:, 1] - logits[:, 0]
+            self._pred = (margin > 0).to(torch.uint8).numpy()
+            self.probability = torch.sigmoid(margin.abs()).numpy()
+        self.margin = margin.numpy()
+
+    def pred_map(self) -> np.ndarray:
+        """The argmax map, uint8 [N, H, W] (ties go to class 0)."""
+        return self._pred
+
+    def summed_probability(self) -> np.ndarray:
+        """sigmoid(|m|): the probability of the predicted class at each pixel."""
+        return self.probability
+
+    def connectivity_loss(self, batch: ComponentBatch, labels: torch.Tensor) -> torch.Tensor:
+        """Per-image loss [N] of `batch` (indexed from this prediction), carrying gradient to
+        the logits."""
+        return _TwoClassConnectivityLoss.apply(self.logits, labels, batch, self)
+
+    @staticmethod
+    def for_logits(logits: torch.Tensor) -> TwoClassMargin | PlaneSoftmax:
+        """The fastest exact form for `logits` [N, C, H, W]: this one for two float32 or
+        float64 classes on the CPU, PlaneSoftmax otherwise (other devices, half precision,
+        more classes)."""
+        if (
+            logits.device.type == "cpu"
+            and logits.shape[1] == 2
+            and logits.dtype in (torch.float32, torch.float64)
+        ):
+            return TwoClassMargin(logits)
+        return PlaneSoftmax(logits)
+
+
 def semantic_connectivity_per_image(
-    probabilities: PlaneSoftmax | HardPrediction,
+    probabilities: TorchProbabilities | TwoClassMargin,
     labels: torch.Tensor,
     num_classes: int,
     ignore_index: int = 255,
@@ -98,32 +188,20 @@ def semantic_connectivity_per_image(
     `unmatched` says how a predicted component touching no label component counts
     (`unmatched_existence`).
     """
-    pred_prob = probabilities.pred_probability()
-    # Sums over up to H * W pixels: accumulate half-precision probabilities in float32.
-    dtype = torch.promote_types(pred_prob.dtype, torch.float32)
-    pred_np = probabilities.pred.detach().cpu().numpy()
+    pred_np = probabilities.pred_map()
     label_np = labels.detach().cpu().numpy()
     valid = label_np != ignore_index
     label_np = label_np.astype(pred_np.dtype)  # ignore_index may wrap: `valid` masks it out
-    matched = valid & (pred_np == label_np)
+    label_cc = label_components(label_np, valid, connectivity)
+    pieces = index_pieces(
+        pred_np, label_np, valid, probabilities.summed_probability(),
+        label_components(pred_np, valid, connectivity, labelling_threads(pred_np)), label_cc,
+    )
     batch = ComponentBatch(
-        label_components(pred_np, valid, connectivity, labelling_threads(pred_np)),
-        label_components(label_np, valid, connectivity),
-        matched,
-        num_classes,
-        max_pred_num_conn,
+        pieces, label_cc.ids.reshape(-1), pred_np, label_np, num_classes, max_pred_num_conn,
         unmatched,
     )
-    piece_sums = sum_by_runs(
-        pred_prob.to(dtype), batch.run_lengths, batch.run_piece, batch.piece_pred.shape[0]
-    )
-    label_hits = piece_sums.new_zeros(0)
-    if batch.missed.any():  # probability of the label's class over each label component
-        label_hits = sum_by_runs(
-            probabilities.probability(labels).to(dtype), batch.label_run_lengths,
-            batch.label_run_ids, batch.label_area.shape[0] + 1,
-        )[1:]
-    return _ConnectivityLoss.apply(piece_sums, label_hits, batch)
+    return probabilities.connectivity_loss(batch, labels)
 
 
 def labelling_threads(pred: np.ndarray) -> int:
@@ -136,101 +214,62 @@ def labelling_threads(pred: np.ndarray) -> int:
     return torch.get_num_threads() if 16 * changes > pred.size else 1
 
 
-def sum_by_runs(
-    per_pixel: torch.Tensor, run_lengths: np.ndarray, run_bin: np.ndarray, num_bins: int
-) -> torch.Tensor:
-    """Sums of a per-pixel tensor into `num_bins` bins, run by run: the pixels of run k (runs
-    follow raster order, lengths `run_lengths`) all go to bin `run_bin[k]`.
-
-    Long runs (portrait maps): one segment sum over the runs, then a small index_add. Short
-    runs (speckled early-training maps, where segment_reduce is slow): index_add over pixels.
-    """
-    flat = per_pixel.reshape(-1)
-    bins = torch.zeros(num_bins, device=flat.device, dtype=flat.dtype)
-    if 8 * run_lengths.size > flat.numel():
-        pixel_bin = torch.from_numpy(np.repeat(run_bin, run_lengths)).to(flat.device)
-        return bins.index_add_(0, pixel_bin, flat)
-    lengths = torch.from_numpy(run_lengths).to(flat.device)
-    # unsafe: the lengths were built from these very pixels and need no re-checking
-    run_sums = torch.segment_reduce(flat, "sum", lengths=lengths, unsafe=True)
-    return bins.index_add_(0, torch.from_numpy(run_bin).to(flat.device), run_sums)
-
-
-def unique_with_inverse(
-    keys: np.ndarray, key_space: int, dense_limit: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """np.unique(keys, return_inverse=True) for integer keys in [0, key_space), as int64.
-
-    Sorting dominates the loss on speckled early-training maps (~10^5 runs), so a key space up
-    to `dense_limit` (default 16 per key + 65536) is compacted through a presence table instead,
-    in linear time.
-    """
-    if dense_limit is None:
-        dense_limit = 16 * keys.size + (1 << 16)
-    if key_space > dense_limit:
-        unique, inverse = np.unique(keys, return_inverse=True)
-        return unique.astype(np.int64), inverse.ravel()
-    present = np.zeros(key_space, dtype=bool)
-    present[keys] = True
-    rank = np.cumsum(present) - 1
-    return np.flatnonzero(present), rank[keys]
-
-
 class ComponentBatch:
     """The components of a batch and how pixel sums feed the loss; computes loss and gradient.
 
-    Each pixel is keyed by its predicted component j and, where the label agrees, its label
-    component i (else none); a "piece" is one key. Keys are constant along runs of pixels in
-    raster order, so summing the probabilities run by run into pieces gives everything the loss
-    needs: I_ij (pieces with an i) and S_j (all pieces of j). The per-component arithmetic then
-    runs in float64 NumPy with its exact gradient by the piece sums, instead of ~50 tiny
-    autograd operations.
+    Each pixel belongs to its predicted component j and, where the label agrees, its label
+    component i (else none); a "piece" is one (j, i) pair (`humanseg.ops.connectivity_kernels`). The
+    probability sums over the pieces give everything the loss needs: I_ij (pieces with an i) and
+    S_j (all pieces of j). The per-component arithmetic then runs in float64 NumPy with its
+    exact gradient by the piece sums, instead of ~50 tiny autograd operations.
     """
 
     def __init__(
         self,
-        pred_cc: ComponentLabels,
-        label_cc: ComponentLabels,
-        matched: np.ndarray,
+        pieces: BatchPieces,
+        label_of: np.ndarray,
+        pred: np.ndarray,
+        label: np.ndarray,
         num_classes: int,
         max_pred_num_conn: int,
         unmatched: str = "hard",
     ) -> None:
-        """Group components by (image, class), apply the cap and index the runs and pieces."""
-        num_images, height, width = matched.shape
+        """Group the components of [N, H, W] `pred` and `label` by (image, class) and apply
+        the cap; `pieces` indexes them, `label_of` [N * H * W] holds each pixel's label
+        component."""
+        num_images, height, width = pred.shape
         self.num_images, self.num_classes = num_images, num_classes
         self.unmatched = unmatched
-        self.pred_area = pred_cc.area[1:].astype(np.float64)
         self.image_area = height * width
+        self.pieces, self.label_of = pieces, label_of
+        self.pred_area = pieces.pred_area[1:].astype(np.float64)
+        self.label_area = pieces.label_area[1:].astype(np.float64)
+        pred_first, label_first = pieces.pred_first[1:], pieces.label_first[1:]
+        pred_image = pieces.pred_first // self.image_area  # entry 0: where an ignored pixel is
+        self.label_image = label_first // self.image_area
+        self.pred_group = pred_image[1:] * num_classes + pred.reshape(-1)[pred_first]
+        self.label_group = self.label_image * num_classes + label.reshape(-1)[label_first]
         num_groups = num_images * num_classes
-        self.pred_group = (pred_cc.image * num_classes + pred_cc.klass)[1:]
-        self.label_group = (label_cc.image * num_classes + label_cc.klass)[1:]
         self.preds_per_group = np.bincount(self.pred_group, minlength=num_groups)
         self.labels_per_group = np.bincount(self.label_group, minlength=num_groups)
-        self.label_area = label_cc.area[1:].astype(np.float64)
         has_pred, has_label = self.preds_per_group > 0, self.labels_per_group > 0
         self.both, self.missed = has_pred & has_label, has_label & ~has_pred
         self.false_alarm = has_pred & ~has_label
         self.kept = kept_predictions(
-            pred_cc, self.pred_group, self.preds_per_group, self.labels_per_group,
-            max_pred_num_conn,
+            self.pred_area, pred_first, self.pred_group, self.preds_per_group,
+            self.labels_per_group, max_pred_num_conn,
         )
-        num_label = label_cc.count
-        fits_int32 = (pred_cc.count + 1) * (num_label + 1) < np.iinfo(np.int32).max
-        key = pred_cc.ids.ravel().astype(np.int32 if fits_int32 else np.int64)
-        key *= num_label + 1
-        key += np.where(matched.ravel(), label_cc.ids.ravel(), 0)
-        run_starts = np.concatenate(([0], np.flatnonzero(key[1:] != key[:-1]) + 1))
-        self.run_lengths = np.diff(run_starts, append=key.size)
-        piece_key, self.run_piece = unique_with_inverse(
-            key[run_starts], (pred_cc.count + 1) * (num_label + 1)
+        self.piece_pred = pieces.piece_pred - 1  # 0-based; -1: ignored pixels
+        self.piece_label = pieces.piece_label - 1  # -1: where the label disagrees
+        self.piece_image = pred_image[pieces.piece_pred]
+
+    def label_hits(self, label_prob: np.ndarray) -> np.ndarray:
+        """Sums of [N * H * W] `label_prob` (the probability of the label's class) over each
+        label component, in float64."""
+        sums = np.bincount(
+            self.label_of.astype(np.intp), weights=label_prob, minlength=self.label_area.size + 1
         )
-        self.piece_pred = piece_key // (num_label + 1) - 1  # 0-based; -1: ignored pixels
-        self.piece_label = piece_key % (num_label + 1) - 1  # -1: where the label disagrees
-        self.piece_image = np.maximum(pred_cc.image[self.piece_pred + 1], 0)
-        self.label_run_lengths = np.diff(label_cc.run_starts, append=key.size)
-        self.label_run_ids = label_cc.run_ids  # 0: ignored pixels
-        self.label_image = label_cc.image[1:]
+        return sums[1:]
 
     def loss_and_gradients(
         self, piece_sums: np.ndarray, label_hits: np.ndarray
@@ -323,44 +362,104 @@ def unmatched_existence(
 
 
 class _ConnectivityLoss(torch.autograd.Function):
-    """Per-image SC loss from the piece sums, with the gradient ComponentBatch works out."""
+    """Per-image SC loss of a batch, with the gradient ComponentBatch works out; the pixel
+    gradients flow through the pieces (and the label components) the pixels belong to."""
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx,
-        piece_sums: torch.Tensor,
-        label_hits: torch.Tensor,
+        pred_prob: torch.Tensor,
+        label_prob: torch.Tensor,
         batch: ComponentBatch,
     ) -> torch.Tensor:
-        """Loss of each image, [N], on the piece sums' device and dtype."""
-        device, dtype = piece_sums.device, piece_sums.dtype
+        """Loss of each image, [N], on `pred_prob`'s device and dtype. `batch` holds the piece
+        sums of this very `pred_prob`; `label_prob` (empty unless a class is missed) is the
+        probability of the label's class at each pixel."""
         hits = np.zeros(batch.label_area.shape[0])
-        if label_hits.numel():
-            hits = label_hits.detach().cpu().double().numpy()
+        if label_prob.numel():
+            hits = batch.label_hits(label_prob.detach().cpu().numpy().reshape(-1))
         image_loss, grad_piece, grad_label_hit = batch.loss_and_gradients(
-            piece_sums.detach().cpu().double().numpy(), hits
+            batch.pieces.piece_sum, hits
         )
-        ctx.piece_image = torch.from_numpy(batch.piece_image).to(device)
+        device, dtype = pred_prob.device, pred_prob.dtype
+        ctx.batch = batch
         ctx.piece_gradient = torch.from_numpy(grad_piece).to(device, dtype)
-        ctx.label_image = torch.from_numpy(batch.label_image).to(device)
         ctx.label_gradient = torch.from_numpy(grad_label_hit).to(device, dtype)
-        ctx.has_label_hits = bool(label_hits.numel())
+        ctx.shape, ctx.has_label_prob = pred_prob.shape, bool(label_prob.numel())
         return torch.from_numpy(image_loss).to(device, dtype)
 
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx, grad_images: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None, None]:
-        """Chain rule: each piece and each label component belongs to one image."""
-        grad_pieces = grad_images[ctx.piece_image] * ctx.piece_gradient
-        grad_label_hits = None
-        if ctx.has_label_hits:
-            grad_label_hits = grad_images[ctx.label_image] * ctx.label_gradient
-        return grad_pieces, grad_label_hits, None
+        """Chain rule: each piece and each label component belongs to one image, and each pixel
+        to one piece and one label component."""
+        batch, device = ctx.batch, grad_images.device
+        piece_image = torch.from_numpy(batch.piece_image).to(device)
+        per_piece = grad_images[piece_image] * ctx.piece_gradient
+        piece_of = torch.from_numpy(batch.pieces.piece_of).to(device)
+        grad_pred_prob = per_piece.index_select(0, piece_of).reshape(ctx.shape)
+        grad_label_prob = None
+        if ctx.has_label_prob:  # label component 0 (ignored pixels) gets no gradient
+            label_image = torch.from_numpy(batch.label_image).to(device)
+            per_label = torch.cat(
+                (grad_images.new_zeros(1), grad_images[label_image] * ctx.label_gradient)
+            )
+            label_of = torch.from_numpy(batch.label_of.astype(np.int64)).to(device)
+            grad_label_prob = per_label.index_select(0, label_of).reshape(ctx.shape)
+        return grad_pred_prob, grad_label_prob, None
+
+
+class _TwoClassConnectivityLoss(torch.autograd.Function):
+    """Per-image SC loss of a batch indexed from a TwoClassMargin, with the gradient
+    ComponentBatch works out carried to the logits by one compiled sweep."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        batch: ComponentBatch,
+        prediction: TwoClassMargin,
+    ) -> torch.Tensor:
+        """Loss of each image, [N], in the logits' dtype; `batch` holds the piece sums of
+        `prediction`, these very logits."""
+        hits = np.zeros(batch.label_area.shape[0])
+        ctx.label_is_one = ctx.label_prob = np.zeros(0)
+        if batch.missed.any():  # q = sigmoid(+-m), the probability of the label's class
+            ctx.label_is_one = (labels.detach().numpy() == 1).reshape(-1)
+            margin = prediction.margin.reshape(-1)
+            ctx.label_prob = 1 / (1 + np.exp(np.where(ctx.label_is_one, -margin, margin)))
+            hits = batch.label_hits(ctx.label_prob)
+        image_loss, ctx.grad_piece, ctx.grad_label_hit = batch.loss_and_gradients(
+            batch.pieces.piece_sum, hits
+        )
+        ctx.batch, ctx.prediction = batch, prediction
+        return torch.from_numpy(image_loss).to(logits.dtype)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad_images: torch.Tensor
+    ) -> tuple[torch.Tensor, None, None, None]:
+        """Chain rule through the pieces and label components to each pixel's margin."""
+        batch, prediction = ctx.batch, ctx.prediction
+        per_image = grad_images.detach().double().numpy()
+        per_label = np.zeros(0)
+        if ctx.label_is_one.size:  # label component 0 (ignored pixels) gets no gradient
+            per_label = np.concatenate(([0.0], per_image[batch.label_image] * ctx.grad_label_hit))
+        num_images = prediction.margin.shape[0]
+        grad = two_class_backward(
+            prediction.margin.reshape(num_images, -1),
+            prediction.probability.reshape(num_images, -1),
+            per_image[batch.piece_image] * ctx.grad_piece, batch.pieces.piece_of,
+            per_label, batch.label_of, ctx.label_prob, ctx.label_is_one,
+        )
+        return torch.from_numpy(grad).reshape(prediction.logits.shape), None, None, None
 
 
 def kept_predictions(
-    pred_cc: ComponentLabels,
+    pred_area: np.ndarray,
+    pred_first: np.ndarray,
     pred_group: np.ndarray,
     preds_per_group: np.ndarray,
     labels_per_group: np.ndarray,
@@ -373,7 +472,7 @@ def kept_predictions(
     capped = (preds_per_group > 2 * labels_per_group) & (labels_per_group > 0)
     if not capped.any():
         return np.ones(pred_group.shape[0], dtype=bool)
-    order = np.lexsort((pred_cc.first_pixel[1:], -pred_cc.area[1:], pred_group))
+    order = np.lexsort((pred_first, -pred_area, pred_group))
     group_start = np.cumsum(preds_per_group) - preds_per_group
     rank = np.empty_like(order)
     rank[order] = np.arange(order.shape[0]) - group_start[pred_group[order]]
