@@ -74,14 +74,10 @@ def test_neighbouring_images_never_join() -> None:
     assert set(components.image[1:].tolist()) == {0, 1, 2}
 
 
-@pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("blocky", [False, True], ids=["speckled", "blocky"])
 @pytest.mark.parametrize("connectivity", [4, 8])
-def test_matches_scipy_per_class_on_random_maps(
-    connectivity: int, blocky: bool, threads: int
-) -> None:
-    # Speckled maps (short runs) and blocky ones (4x4 blocks: long runs); 3 threads label the 4
-    # images in 3 chunks whose ids must not collide.
+def test_matches_scipy_per_class_on_random_maps(connectivity: int, blocky: bool) -> None:
+    # Speckled maps (short runs) and blocky ones (4x4 blocks: long runs).
     rng = np.random.default_rng(11)
     structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
     if blocky:
@@ -91,7 +87,7 @@ def test_matches_scipy_per_class_on_random_maps(
     else:
         maps = rng.integers(0, 3, size=(4, 17, 13))
         valid = rng.random(maps.shape) > 0.1
-    components = label_components(maps, valid, connectivity, threads=threads)
+    components = label_components(maps, valid, connectivity)
     assert np.unique(components.ids[valid]).size == components.count
     assert (components.ids[~valid] == 0).all()
     ids, pixel_counts = np.unique(components.ids, return_counts=True)

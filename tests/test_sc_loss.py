@@ -17,7 +17,6 @@ from humanseg.ops.connectivity import (
     PlaneSoftmax,
     TwoClassMargin,
     hard_connectivity_loss,
-    labelling_threads,
     semantic_connectivity_per_image,
 )
 from humanseg.ops.connectivity_kernels import index_pieces
@@ -254,20 +253,11 @@ def random_maps(
 
 @pytest.fixture(params=[1, 2], ids=["1_thread", "2_threads"])
 def torch_threads(request: pytest.FixtureRequest) -> Iterator[int]:
-    """Run the test with 1 and with 2 torch threads (2 label the batch in two chunks)."""
+    """Run the test with 1 and with 2 torch threads."""
     previous = torch.get_num_threads()
     torch.set_num_threads(request.param)
     yield request.param
     torch.set_num_threads(previous)
-
-
-def test_only_speckled_maps_are_labelled_on_several_threads(torch_threads: int) -> None:
-    smooth = np.zeros((2, 16, 16), dtype=np.uint8)
-    smooth[:, 6:10, 4:12] = 1  # 2 class changes in each of 4 rows per image: 16 of 480 steps
-    stripes = np.zeros((2, 16, 16), dtype=np.uint8)
-    stripes[..., ::4] = 1  # a change at half of the steps
-    assert labelling_threads(smooth) == 1
-    assert labelling_threads(stripes) == torch_threads
 
 
 @pytest.mark.parametrize("connectivity", [8, 4])

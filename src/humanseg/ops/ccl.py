@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache, cached_property
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import cc3d
@@ -112,14 +111,13 @@ def label_components(
     class_maps: np.ndarray | torch.Tensor,
     valid: np.ndarray | torch.Tensor | None = None,
     connectivity: int = 8,
-    threads: int = 1,
 ) -> ComponentLabels:
     """Label the connected components of every class of every image of [N, H, W] in one call.
 
     Pixels where `valid` is False belong to no component and separate the ones around them.
     Each pixel is encoded as image * C + class + 1 so that neighbouring images (stacked into one
-    tall 2-D array for a single cc3d call) and different classes never join. `threads` > 1
-    labels that many chunks of images at once (the ids then number each chunk in turn).
+    tall 2-D array for a single cc3d call) and different classes never join. (cc3d holds the
+    GIL, so labelling chunks on threads gains nothing.)
     """
     if connectivity not in CONNECTIVITIES:
         raise HumanSegError(f"connectivity must be 4 or 8, got {connectivity!r}")
@@ -144,21 +142,7 @@ def label_components(
                 f"valid mask shape {tuple(valid_np.shape)} differs from maps {tuple(maps.shape)}"
             )
         codes *= valid_np
-    chunks = np.array_split(codes, min(max(threads, 1), num_images)) if num_images else [codes]
-    if len(chunks) == 1:
-        ids, count = _label_stack(codes, connectivity)
-    else:  # images never join, so each chunk is labelled alone and its ids shifted after
-        labelled = list(_labelling_pool().map(_label_stack, chunks, [connectivity] * len(chunks)))
-        dtype = np.result_type(*(chunk_ids for chunk_ids, _ in labelled), np.uint32)
-        ids = np.concatenate([chunk_ids.astype(dtype) for chunk_ids, _ in labelled])
-        offset = 0
-        for (chunk_ids, chunk_count), start in zip(
-            labelled, np.cumsum([0, *(len(c) for c in chunks[:-1])]), strict=True
-        ):
-            part = ids[start : start + len(chunk_ids)]
-            part[part > 0] += offset
-            offset += chunk_count
-        count = offset
+    ids, count = _label_stack(codes, connectivity)
     return ComponentLabels(ids=ids, count=int(count), codes=codes, num_classes=num_classes)
 
 
@@ -170,8 +154,3 @@ def _label_stack(codes: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]
     )
     return ids.reshape(num_images, height, width), int(count)
 
-
-@cache
-def _labelling_pool() -> ThreadPoolExecutor:
-    """Threads for labelling chunks of a batch at once (cc3d releases the GIL)."""
-    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="humanseg-ccl")

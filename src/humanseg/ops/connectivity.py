@@ -195,23 +195,13 @@ def semantic_connectivity_per_image(
     label_cc = label_components(label_np, valid, connectivity)
     pieces = index_pieces(
         pred_np, label_np, valid, probabilities.summed_probability(),
-        label_components(pred_np, valid, connectivity, labelling_threads(pred_np)), label_cc,
+        label_components(pred_np, valid, connectivity), label_cc,
     )
     batch = ComponentBatch(
         pieces, label_cc.ids.reshape(-1), pred_np, label_np, num_classes, max_pred_num_conn,
         unmatched,
     )
     return probabilities.connectivity_loss(batch, labels)
-
-
-def labelling_threads(pred: np.ndarray) -> int:
-    """Threads to label the predicted map on: torch's, for speckled maps (a class change at more
-    than 1 in 16 horizontal steps: early training, where cc3d's work dominates the loss), else
-    1 (on smooth maps handing chunks to threads costs more than it saves)."""
-    if pred.ndim < 2 or pred.shape[-1] < 2:
-        return 1
-    changes = np.count_nonzero(pred[..., 1:] != pred[..., :-1])
-    return torch.get_num_threads() if 16 * changes > pred.size else 1
 
 
 class ComponentBatch:
