@@ -14,7 +14,7 @@ import pytest
 
 from humanseg.weights import DEFAULT_CONFIG, DEFAULT_MODEL, DEFAULT_ONNX
 
-HEAVY = ("torch", "albumentations")
+HEAVY = ("torch", "albumentations", "numba")
 # Runs the CLI in a fresh interpreter, then reports its exit code and which heavy modules loaded.
 PROBE = """\
 import json, sys
