@@ -67,11 +67,13 @@ def test_excluded_pixels_separate_components() -> None:
     assert components.counts(2).tolist() == [[0, 2]]
 
 
-def test_neighbouring_images_never_join() -> None:
-    maps = np.ones((3, 2, 2), dtype=np.int64)  # same class everywhere, stacked in one cc3d call
+@pytest.mark.parametrize("num_images", [3, 300])  # 300 images: codes beyond uint8
+def test_neighbouring_images_never_join(num_images: int) -> None:
+    maps = np.ones((num_images, 2, 2), dtype=np.int64)  # one class, stacked in one cc3d call
     components = label_components(maps)
-    assert components.count == 3
-    assert set(components.image[1:].tolist()) == {0, 1, 2}
+    assert components.codes.dtype == (np.uint8 if num_images < 255 else np.uint16)
+    assert components.count == num_images
+    assert set(components.image[1:].tolist()) == set(range(num_images))
 
 
 @pytest.mark.parametrize("blocky", [False, True], ids=["speckled", "blocky"])
