@@ -112,6 +112,20 @@ def exact_bilinear(scores: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return rows[:, :, left] * (1 - wx) + rows[:, :, right] * wx
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", [(480, 640), (100, 90), (96, 96)])  # up, down, down by 2
+def test_photo_map_of_a_stretched_photo_is_exact_bilinear(channels: int, size: tuple) -> None:
+    """A photo only stretched to the network's input (a camera frame) is sampled with exact
+    weights (warpAffine's 1/32 steps err by up to 1e-5 here)."""
+    scores = np.random.default_rng(channels).random((channels, 192, 192), dtype=np.float32)
+    placement = Placement.resize(size, (192, 192))
+    mapped = photo_map(scores, placement, size)
+    expected = exact_bilinear(scores.astype(np.float64), size)
+    np.testing.assert_allclose(mapped, expected, rtol=0, atol=1e-6)
+    single = photo_map(scores[0], placement, size)
+    np.testing.assert_allclose(single, expected[0], rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("classes", [2, 3])
 def test_photo_label_matches_argmax_of_the_full_map_in_strips(monkeypatch, classes: int) -> None:
     rng = np.random.default_rng(0)
