@@ -1,9 +1,15 @@
-"""The compiled (numba) pass behind the SC loss: one sweep over a batch's pixels that indexes the
-pieces that predicted and label components cut each other into, and sums a probability over each.
+"""The compiled (numba) sweeps behind the SC loss, each one pass over a batch's pixels.
 
-cc3d labels the maps (`humanseg.ops.ccl`); this pass replaces the NumPy work that followed it
-(run detection, a sort or table of piece keys, areas, first pixels, a per-pixel index array and
-the sums), which on the speckled maps of early training cost more than the labelling itself.
+`index_pieces` indexes the pieces that the predicted and label components cut each other into and
+sums a probability over each. cc3d labels the maps first (`humanseg.ops.ccl`). The sweep
+replaces the NumPy work that followed it: run detection, a sort or table of piece keys, areas,
+first pixels, a per-pixel index array and the sums. On the speckled maps of early training that
+work cost more than the labelling itself.
+
+`two_class_backward` carries the loss's gradient to two-class logits.
+
+numba compiles both on first use and caches them beside this file, or in the user's cache folder
+where that is not writable.
 """
 
 from __future__ import annotations
@@ -18,7 +24,16 @@ from humanseg.ops.ccl import ComponentLabels
 
 
 @njit(cache=True, nogil=True)
-def _index_pieces(pred, label, valid, probability, pred_ids, pred_count, label_ids, label_count):  # noqa: ANN001, ANN202, E501
+def _index_pieces(
+    pred: np.ndarray,
+    label: np.ndarray,
+    valid: np.ndarray,
+    probability: np.ndarray,
+    pred_ids: np.ndarray,
+    pred_count: int,
+    label_ids: np.ndarray,
+    label_count: int,
+) -> tuple[np.ndarray, ...]:
     """One sweep: component areas and first pixels, and the pieces with their sums.
 
     A piece is the set of pixels of predicted component j (0: ignored pixels) whose label
@@ -122,7 +137,16 @@ def index_pieces(
 
 
 @njit(cache=True, nogil=True)
-def two_class_backward(margin, probability, piece_gradient, piece_of, label_gradient, label_of, label_probability, label_is_one):  # noqa: ANN001, ANN201, E501
+def two_class_backward(
+    margin: np.ndarray,
+    probability: np.ndarray,
+    piece_gradient: np.ndarray,
+    piece_of: np.ndarray,
+    label_gradient: np.ndarray,
+    label_of: np.ndarray,
+    label_probability: np.ndarray,
+    label_is_one: np.ndarray,
+) -> np.ndarray:
     """Gradient of the loss by two-class logits, [N, 2, H * W], from each pixel's margin
     m = l1 - l0 and p = sigmoid(|m|) ([N, H * W]), the loss's gradient by each piece's sum of p
     and, when `label_gradient` is not empty, by each label component's sum of the label class's
