@@ -12,6 +12,7 @@ from scipy import ndimage
 
 from humanseg.errors import HumanSegError
 from humanseg.losses import SemanticConnectivityLoss
+from humanseg.ops import connectivity_kernels
 from humanseg.ops.ccl import label_components
 from humanseg.ops.connectivity import (
     PlaneSoftmax,
@@ -296,6 +297,28 @@ def test_gradient_matches_finite_differences(num_classes: int, unmatched: str) -
     loss = SemanticConnectivityLoss(max_pred_num_conn=3, unmatched=unmatched)
     labels = torch.from_numpy(label)
     assert torch.autograd.gradcheck(lambda x: loss.per_image(x, labels), (logits,))
+
+
+def test_kernels_compile_where_numba_has_no_cache_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read-only install with no writable home: numba's `cache=True` raises at import (seen
+    as an unprivileged user); the kernels then compile without a cache instead."""
+    real_njit = connectivity_kernels.njit
+
+    def no_cache_folder(**options: object) -> object:
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function 'f': no locator available for file 'f.py'")
+        return real_njit(**options)
+
+    monkeypatch.setattr(connectivity_kernels, "njit", no_cache_folder)
+    total = connectivity_kernels.compiled(lambda values: values.sum())
+    assert total(np.arange(5)) == 10
+
+    def broken(**options: object) -> object:
+        raise RuntimeError("some other numba failure")
+
+    monkeypatch.setattr(connectivity_kernels, "njit", broken)
+    with pytest.raises(RuntimeError, match="other numba failure"):
+        connectivity_kernels.compiled(lambda values: values.sum())
 
 
 def test_two_class_margin_matches_plane_softmax_in_value_and_gradient() -> None:

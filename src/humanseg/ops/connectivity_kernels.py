@@ -8,13 +8,16 @@ work cost more than the labelling itself.
 
 `two_class_backward` carries the loss's gradient to two-class logits.
 
-numba compiles both on first use and caches them beside this file, or in the user's cache folder
-where that is not writable.
+numba compiles both on first use and caches the machine code beside this file, in the user's
+cache folder where that is not writable, or in NUMBA_CACHE_DIR; with no writable folder at all
+(a read-only install and home), each process compiles them again (`compiled`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -23,7 +26,19 @@ from humanseg.errors import HumanSegError
 from humanseg.ops.ccl import ComponentLabels
 
 
-@njit(cache=True, nogil=True)
+def compiled(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function` compiled by numba, releasing the GIL, with its machine code cached on disk
+    where numba finds a writable folder; without one, numba refuses to cache at import time,
+    so the function is compiled afresh in each process instead (a few seconds on first use)."""
+    try:
+        return njit(cache=True, nogil=True)(function)
+    except RuntimeError as error:
+        if "cannot cache" not in str(error):
+            raise
+        return njit(nogil=True)(function)
+
+
+@compiled
 def _index_pieces(
     pred: np.ndarray,
     label: np.ndarray,
@@ -136,7 +151,7 @@ def index_pieces(
     )
 
 
-@njit(cache=True, nogil=True)
+@compiled
 def two_class_backward(
     margin: np.ndarray,
     probability: np.ndarray,
