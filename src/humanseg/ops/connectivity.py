@@ -141,7 +141,7 @@ class TwoClassMargin:
         with torch.no_grad():
             margin = logits[:, 1] - logits[:, 0]
             self._pred = (margin > 0).to(torch.uint8).numpy()
-            self.probability = torch.sigmoid(margin.abs()).numpy()
+            self.pred_prob = torch.sigmoid(margin.abs()).numpy()
         self.margin = margin.numpy()
 
     def pred_map(self) -> np.ndarray:
@@ -150,7 +150,7 @@ class TwoClassMargin:
 
     def summed_probability(self) -> np.ndarray:
         """sigmoid(|m|): the probability of the predicted class at each pixel."""
-        return self.probability
+        return self.pred_prob
 
     def connectivity_loss(self, batch: ComponentBatch, labels: torch.Tensor) -> torch.Tensor:
         """Per-image loss [N] of `batch` (indexed from this prediction), carrying gradient to
@@ -253,19 +253,22 @@ class ComponentBatch:
         self.piece_label = pieces.piece_label - 1  # -1: where the label disagrees
         self.piece_image = pred_image[pieces.piece_pred]
 
-    def label_hits(self, label_prob: np.ndarray) -> np.ndarray:
-        """Sums of [N * H * W] `label_prob` (the probability of the label's class) over each
-        label component, in float64."""
-        sums = np.bincount(
-            self.label_of.astype(np.intp), weights=label_prob, minlength=self.label_area.size + 1
-        )
-        return sums[1:]
-
     def loss_and_gradients(
-        self, piece_sums: np.ndarray, label_hits: np.ndarray
+        self, label_prob: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-image loss [N]; its gradient by the piece sums and by the label components'
-        probability sums (each entry belongs to one image, so [pieces] and [label components])."""
+        probability sums (each entry belongs to one image, so [pieces] and [label components]).
+
+        `label_prob` [N * H * W], the probability of the label's class at each pixel, is
+        needed only where a class is missed entirely; its sums over the label components (in
+        float64) then count what the prediction missed."""
+        piece_sums = self.pieces.piece_sum
+        label_hits = np.zeros(self.label_area.shape[0])
+        if label_prob is not None:
+            label_hits = np.bincount(
+                self.label_of.astype(np.intp), weights=label_prob,
+                minlength=self.label_area.size + 1,
+            )[1:]
         num_groups = self.num_classes * self.num_images
         num_pred = self.pred_group.shape[0]
         group_loss = np.zeros(num_groups)
@@ -365,11 +368,8 @@ class _ConnectivityLoss(torch.autograd.Function):
         """Loss of each image, [N], on `pred_prob`'s device and dtype. `batch` holds the piece
         sums of this very `pred_prob`; `label_prob` (empty unless a class is missed) is the
         probability of the label's class at each pixel."""
-        hits = np.zeros(batch.label_area.shape[0])
-        if label_prob.numel():
-            hits = batch.label_hits(label_prob.detach().cpu().numpy().reshape(-1))
         image_loss, grad_piece, grad_label_hit = batch.loss_and_gradients(
-            batch.pieces.piece_sum, hits
+            label_prob.detach().cpu().numpy().reshape(-1) if label_prob.numel() else None
         )
         device, dtype = pred_prob.device, pred_prob.dtype
         ctx.batch = batch
@@ -414,15 +414,13 @@ class _TwoClassConnectivityLoss(torch.autograd.Function):
     ) -> torch.Tensor:
         """Loss of each image, [N], in the logits' dtype; `batch` holds the piece sums of
         `prediction`, these very logits."""
-        hits = np.zeros(batch.label_area.shape[0])
         ctx.label_is_one = ctx.label_prob = np.zeros(0)
         if batch.missed.any():  # q = sigmoid(+-m), the probability of the label's class
             ctx.label_is_one = (labels.detach().numpy() == 1).reshape(-1)
             margin = prediction.margin.reshape(-1)
             ctx.label_prob = 1 / (1 + np.exp(np.where(ctx.label_is_one, -margin, margin)))
-            hits = batch.label_hits(ctx.label_prob)
         image_loss, ctx.grad_piece, ctx.grad_label_hit = batch.loss_and_gradients(
-            batch.pieces.piece_sum, hits
+            ctx.label_prob if ctx.label_prob.size else None
         )
         ctx.batch, ctx.prediction = batch, prediction
         return torch.from_numpy(image_loss).to(logits.dtype)
@@ -440,7 +438,7 @@ class _TwoClassConnectivityLoss(torch.autograd.Function):
         num_images = prediction.margin.shape[0]
         grad = two_class_backward(
             prediction.margin.reshape(num_images, -1),
-            prediction.probability.reshape(num_images, -1),
+            prediction.pred_prob.reshape(num_images, -1),
             per_image[batch.piece_image] * ctx.grad_piece, batch.pieces.piece_of,
             per_label, batch.label_of, ctx.label_prob, ctx.label_is_one,
         )
